@@ -34,6 +34,7 @@ class Board:
     firmware_offset: int
     mpy_arch: str
     heap_bytes: int
+    vm_app_heap_bytes: int
     sources: tuple[str, ...]
     transports: tuple[str, ...]
     partitions: tuple[Partition, ...] = field(default=())
@@ -86,6 +87,7 @@ def parse_board(data: dict, where: str) -> Board:
         firmware_offset=_get(data, "firmware_offset", int, where),  # type: ignore[arg-type]
         mpy_arch=_get(data, "mpy_arch", str, where),  # type: ignore[arg-type]
         heap_bytes=_get(data, "heap_bytes", int, where),  # type: ignore[arg-type]
+        vm_app_heap_bytes=int(data.get("vm_app_heap_bytes", data.get("heap_bytes", 0))),
         sources=tuple(_get(data, "sources", list, where)),  # type: ignore[arg-type]
         transports=tuple(_get(data, "transports", list, where)),  # type: ignore[arg-type]
         partitions=tuple(parts),

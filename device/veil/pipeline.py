@@ -1,0 +1,130 @@
+"""The pipeline: samples in, sealed reports out, per the policy's streams.
+
+    pipe = Pipeline(policy, keys, budget, egress)
+    pipe.feed(t, "hr", 72)        # per sample: allocation-free unless a window closes
+    pipe.flush(t_end)             # close open windows at the end of a recording
+
+Every stream sees every sample's event time (windows advance on event time only, never
+the wall clock), and feeds the sample to the aggregators of its fields whose input
+channel matches. At window close the gate (veil.gate) decides what may leave.
+"""
+
+import os
+
+from veil import T0, aggregate, noise, privacy
+from veil.gate import close_window
+from veil.window import CLOSE, LATE, Window
+
+_HEX = "0123456789abcdef"
+
+
+def _make(f, key16):
+    a = f.agg
+    if a == "count":
+        return aggregate.Count()
+    if a == "sum":
+        return aggregate.Sum(f.lo, f.hi)
+    if a == "min":
+        return aggregate.Min(f.lo, f.hi)
+    if a == "max":
+        return aggregate.Max(f.lo, f.hi)
+    if a == "mean":
+        return aggregate.Mean(f.lo, f.hi)
+    if a == "hist":
+        return aggregate.Histogram(f.edges)
+    return aggregate.Distinct(f.bound, key16)
+
+
+class Stream:
+    """One policy stream: its window, aggregators and pre-drawn noise (all made here)."""
+
+    def __init__(self, sp, policy, keys, budget, sampler):
+        self.policy = sp
+        self._pseudo_key = keys.pseudo_key
+        self._dev_id = keys.dev_id
+        self._epoch_s = policy.epoch
+        self._sampler = sampler
+        self.budget = budget
+        self.window = Window(sp.window)
+        self.fields = []
+        self.inputs = {}
+        for f in sp.fields:
+            agg = _make(f, os.urandom(16))
+            size = len(f.edges) + 1 if f.agg == "hist" else 1
+            pools = (noise.NoisePool(sampler, size), noise.NoisePool(sampler, 1))
+            self.fields.append((f, agg, pools))
+            self.inputs.setdefault(f.input, []).append(agg)
+        self.suppressed = 0
+        self.refused = 0
+        self._open = False
+
+    def base_name(self, start):
+        """SenML base name: a per-epoch pseudonym of the device, then the stream."""
+        epoch = (start + T0) // self._epoch_s
+        p = privacy.pseudonym(self._pseudo_key, epoch, self._dev_id)
+        return "".join(_HEX[b >> 4] + _HEX[b & 15] for b in p) + ":" + self.policy.name + ":"
+
+    def open_window(self):
+        """Reset the aggregators and draw this window's noise now, long before it closes.
+
+        Called after the previous report was handed to egress, so the time a report
+        takes to leave never depends on noise (veil.noise.NoisePool).
+        """
+        for f, agg, pools in self.fields:
+            if f.agg == "distinct":
+                agg.rekey(os.urandom(16))  # hashes unlinkable across windows
+                pools[0].refill(f.cap * 1000, f.eps)  # exact mode: one id moves it by 1
+                pools[1].refill(agg.sensitivity_bound(f.cap) * 1000, f.eps)
+            else:
+                agg.reset()
+                pools[0].refill(agg.sensitivity(f.cap) * 1000, f.eps)
+        self._open = True
+
+    def feed(self, t, channel, value):
+        """Add one sample; returns a Report when this sample closed a window, else None."""
+        w = self.window
+        r = w.place(t)
+        if r == LATE:
+            return None
+        out = None
+        if r == CLOSE:
+            out = close_window(self, w.start, t)
+            w.advance(t)
+            self._open = False  # the caller sends `out`, then calls open_window()
+        if not self._open:
+            if out is not None:
+                return out  # this sample is added once the window is open (see Pipeline)
+            self.open_window()
+        aggs = self.inputs.get(channel)
+        if aggs is not None:
+            for agg in aggs:
+                agg.add(value)
+        return out
+
+    def flush(self, t):
+        if not self._open:
+            return None
+        self._open = False
+        return close_window(self, self.window.start, t)
+
+
+class Pipeline:
+    def __init__(self, policy, keys, budget, egress, sampler=None):
+        self.egress = egress
+        sampler = sampler or noise.Sampler()
+        self.streams = [Stream(sp, policy, keys, budget, sampler) for sp in policy.streams]
+
+    def feed(self, t, channel, value):
+        """One sample at veil time `t` (seconds since veil.T0) on `channel`."""
+        for s in self.streams:
+            report = s.feed(t, channel, value)
+            if report is not None:
+                self.egress.send(report)
+                s.open_window()
+                s.feed(t, channel, value)
+
+    def flush(self, t):
+        for s in self.streams:
+            report = s.flush(t)
+            if report is not None:
+                self.egress.send(report)
