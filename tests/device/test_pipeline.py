@@ -1,7 +1,6 @@
 # The per-sample path of the whole pipeline allocates nothing (heap_lock), and a closed
 # window goes out through egress as one sealed report.
 import micropython
-
 from veil.budget import Budget
 from veil.egress import Counter, Egress
 from veil.keys import Keys

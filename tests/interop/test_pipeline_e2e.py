@@ -12,10 +12,6 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from pycose.headers import IV, KID, Algorithm, PartialIV
-from pycose.keys import SymmetricKey
-from pycose.messages import Enc0Message
-
 from edgeveil.boards import load_board
 from edgeveil.cose import decrypt0, nonce_for
 from edgeveil.demo import DeviceSecrets, run_device
@@ -23,6 +19,9 @@ from edgeveil.frames import split_stream
 from edgeveil.policy import compile_policy, default_policy, policy_cbor
 from edgeveil.replaygen import demo_recording, footfall, heart, merge
 from edgeveil.senml import decode_pack
+from pycose.headers import IV, KID, Algorithm, PartialIV
+from pycose.keys import SymmetricKey
+from pycose.messages import Enc0Message
 
 HEAP = load_board("esp32-generic").vm_app_heap_bytes
 
