@@ -10,11 +10,10 @@ Periods are aligned to event time: period index = t // period_s. A new period st
 with nothing spent. Periods earlier than the one on file (a clock that went back) get
 no budget: what was spent in them is no longer known.
 
-File format (28 bytes, big-endian): b"EVB1" | period index (u64) | spent milli-epsilon
-(u32) | period_s (u32) | the first 8 bytes of SHA-256 over the 20 bytes before (FIPS
-180-4). It is replaced atomically: written to `path + ".tmp"`, then renamed over `path`
-(MicroPython's os.rename replaces the target on littlefs and on the unix port), so a
-power cut leaves the old record or the new one, and a stale .tmp is never read.
+File format: a veil.store record (written aside, renamed over, SHA-256 checked) whose
+20-byte payload is, big-endian: b"EVB1" | period index (u64) | spent milli-epsilon (u32)
+| period_s (u32). A power cut leaves the old record or the new one, and a stale .tmp is
+never read.
 
 When in doubt, send nothing: a file that is unreadable, torn, fails its checksum or
 records another period length makes the current period count as fully spent. That
@@ -26,20 +25,16 @@ window close, never on the per-sample path. Values stay small ints: spent and th
 period budget are < 2**30 by the checks below.
 """
 
-import errno
-import hashlib
-import os
 import struct
 
 from micropython import const
 
 from veil import VeilError
+from veil.store import StoreError, read_record, write_record
 
 _MAGIC = b"EVB1"
 _FMT = ">4sQII"
 _BODY = const(20)  # struct.calcsize(_FMT)
-_MAC = const(8)  # bytes of SHA-256 kept as the checksum
-_REC = const(28)  # _BODY + _MAC
 _MAX_EPS = const(0x3FFFFFFF)  # 2**30 - 1 milli-epsilon: a small int on the ESP32
 _MAX_PERIOD_S = const(0x3FFFFFFF)
 _MAX_T = 1 << 40  # seconds (34,000 years); keeps the period index inside u64
@@ -55,16 +50,12 @@ def _check_int(x, lo, hi, what):
 
 
 def _encode(period, spent, period_s):
-    body = struct.pack(_FMT, _MAGIC, period, spent, period_s)
-    return body + hashlib.sha256(body).digest()[:_MAC]
+    return struct.pack(_FMT, _MAGIC, period, spent, period_s)
 
 
-def _decode(data):
-    # (period, spent, period_s), or None for anything but one intact record.
-    if len(data) != _REC:
-        return None
-    body = data[:_BODY]
-    if hashlib.sha256(body).digest()[:_MAC] != data[_BODY:]:
+def _decode(body):
+    # (period, spent, period_s), or None for anything but one well-formed payload.
+    if len(body) != _BODY:
         return None
     magic, period, spent, period_s = struct.unpack(_FMT, body)
     if magic != _MAGIC:
@@ -90,23 +81,20 @@ class Budget:
 
     def _load(self):
         try:
-            with open(self._path, "rb") as f:
-                data = f.read(_REC + 1)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                self._doubt = True
+            body = read_record(self._path)
+        except StoreError:
+            self._doubt = True
             return
-        rec = _decode(data)
+        if body is None:
+            return  # first boot: nothing spent
+        rec = _decode(body)
         if rec is None or rec[2] != self._period_s:
             self._doubt = True
             return
         self._period, self._spent = rec[0], rec[1]
 
     def _write(self, period, spent):
-        tmp = self._path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_encode(period, spent, self._period_s))
-        os.rename(tmp, self._path)
+        write_record(self._path, _encode(period, spent, self._period_s))
 
     def _state(self, t):
         # (period index of t, spent in it, or None when that period has no budget).

@@ -4,7 +4,7 @@
 import os
 
 import veil.budget as vb
-from veil import VeilError
+from veil import VeilError, store
 from veil.budget import Budget, BudgetError
 
 P = "budget.bin"
@@ -96,40 +96,36 @@ def test_earlier_period_gets_nothing():
 
 
 def test_spend_is_on_disk_before_returning():
-    # Wrap the module's os: record what the file holds when rename() runs, and
+    # Wrap the store's rename: record what the file holds when it runs, and
     # check the record is already there when spend() returns True.
     seen = []
 
-    class RecordingOs:
-        @staticmethod
-        def rename(a, b):
-            os.rename(a, b)
-            seen.append(_read())
+    def recording_rename(a, b):
+        os.rename(a, b)
+        seen.append(_read())
 
-    vb.os = RecordingOs
+    store.rename = recording_rename
     try:
         b = Budget(P, DAY, 1000)
         assert b.spend(300, T0)
         assert len(seen) == 1 and seen[0] == _read()
         assert Budget(P, DAY, 1000).remaining(T0) == 700  # what a reboot now sees
     finally:
-        vb.os = os
+        store.rename = os.rename
 
 
 def test_failed_write_returns_false_and_counts():
     b = Budget(P, DAY, 1000)
     assert b.spend(100, T0)
 
-    class BrokenOs:  # power cut after the .tmp was written, before the rename
-        @staticmethod
-        def rename(a, b):
-            raise OSError(5)
+    def broken_rename(a, b):  # power cut after the .tmp was written, before the rename
+        raise OSError(5)
 
-    vb.os = BrokenOs
+    store.rename = broken_rename
     try:
         assert not b.spend(200, T0)
     finally:
-        vb.os = os
+        store.rename = os.rename
     # In RAM the 200 counts (it may or may not be on flash)...
     assert b.remaining(T0) == 700
     # ...and after a reboot the old record holds; the torn .tmp is ignored.
@@ -141,7 +137,8 @@ def test_leftover_tmp_is_ignored():
     assert Budget(P, DAY, 1000).spend(800, T0)
     # A .tmp from an interrupted write: a valid-looking record granting more, and junk.
     with open(P + ".tmp", "wb") as f:
-        f.write(vb._encode(T0 // DAY, 0, DAY))
+        body = vb._encode(T0 // DAY, 0, DAY)
+        f.write(body + store._check(body))
     assert _reboot().remaining(T0) == 200
     with open(P + ".tmp", "wb") as f:
         f.write(b"\x00" * 7)
