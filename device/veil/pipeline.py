@@ -9,13 +9,12 @@ the wall clock), and feeds the sample to the aggregators of its fields whose inp
 channel matches. At window close the gate (veil.gate) decides what may leave.
 """
 
+import binascii
 import os
 
 from veil import T0, aggregate, noise, privacy
 from veil.gate import close_window
 from veil.window import CLOSE, LATE, Window
-
-_HEX = "0123456789abcdef"
 
 
 def _make(f, key16):
@@ -62,7 +61,7 @@ class Stream:
         """SenML base name: a per-epoch pseudonym of the device, then the stream."""
         epoch = (start + T0) // self._epoch_s
         p = privacy.pseudonym(self._pseudo_key, epoch, self._dev_id)
-        return "".join(_HEX[b >> 4] + _HEX[b & 15] for b in p) + ":" + self.policy.name + ":"
+        return binascii.hexlify(p).decode() + ":" + self.policy.name + ":"
 
     def open_window(self):
         """Reset the aggregators and draw this window's noise now, long before it closes.
@@ -81,25 +80,33 @@ class Stream:
         self._open = True
 
     def feed(self, t, channel, value):
-        """Add one sample; returns a Report when this sample closed a window, else None."""
+        """Place one sample by its time, and add it unless it closed a window.
+
+        Returns the closed window's Report, if any: the caller sends it, then calls
+        open_window() and add(channel, value), so noise for the new window is drawn
+        only after the report left. Otherwise adds the sample and returns None.
+        """
         w = self.window
         r = w.place(t)
         if r == LATE:
             return None
-        out = None
         if r == CLOSE:
-            out = close_window(self, w.start, t)
+            report = close_window(self, w.start, t)
             w.advance(t)
-            self._open = False  # the caller sends `out`, then calls open_window()
+            self._open = False
+            if report is not None:
+                return report
         if not self._open:
-            if out is not None:
-                return out  # this sample is added once the window is open (see Pipeline)
             self.open_window()
+        self.add(channel, value)
+        return None
+
+    def add(self, channel, value):
+        """Hand a sample to the aggregators of the fields reading `channel`; no allocation."""
         aggs = self.inputs.get(channel)
         if aggs is not None:
             for agg in aggs:
                 agg.add(value)
-        return out
 
     def flush(self, t):
         if not self._open:
@@ -121,7 +128,7 @@ class Pipeline:
             if report is not None:
                 self.egress.send(report)
                 s.open_window()
-                s.feed(t, channel, value)
+                s.add(channel, value)
 
     def flush(self, t):
         for s in self.streams:
