@@ -1,6 +1,6 @@
 # COBS framing on the console, and the privacy transforms.
 from veil.privacy import clamp, generalize, pseudonym, suppressed
-from veil.transport.serial import FrameError, SerialTransport, cobs_decode, cobs_encode_into
+from veil.transport.serial import FrameError, SerialTransport, cobs_encode_into
 
 
 def _enc(data):
@@ -23,24 +23,13 @@ def test_cobs_published_examples():
     assert _enc(run + b"\x00") == b"\xff" + run + b"\x01\x01"
 
 
-def test_cobs_round_trip_and_no_zero():
+def test_cobs_output_never_holds_zero():
+    # Round trips through the host decoder: tests/interop/test_cobs_interop.py.
     for n in (0, 1, 2, 253, 254, 255, 300, 508, 509):
         for fill in (0, 1, 7):
-            data = bytes((i * fill) % 256 for i in range(n))
-            enc = _enc(data)
+            enc = _enc(bytes((i * fill) % 256 for i in range(n)))
             assert 0 not in enc
-            assert cobs_decode(enc) == data, (n, fill)
-    run = bytes(range(1, 255))
-    assert cobs_decode(b"\xff" + run + b"\x01") == run  # the other trailing form
-
-
-def test_cobs_decode_rejects_malformed():
-    for bad in (b"\x05\x11", b"\x00", b"\x03\x11\x00"):
-        try:
-            cobs_decode(bad)
-            raise AssertionError("accepted %r" % bad)
-        except FrameError:
-            pass
+            assert len(enc) <= n + n // 254 + 1
 
 
 class _Buf:

@@ -7,6 +7,7 @@ COBS (Cheshire & Baker, "Consistent Overhead Byte Stuffing", 1999) removes every
 from the message, so a 0x00 on each side delimits the frame and console text (which never
 contains 0x00) printed between frames is never glued to one. This encoder never emits the
 trailing 0x01 code byte after a final run of 254 non-zero bytes (notes/library-pitfalls.md).
+The device only encodes; readers (edgeveil.frames on the host) decode.
 """
 
 import sys
@@ -46,26 +47,6 @@ def cobs_encode_into(data, out):
             # A full run that ends the data gets no extra 0x01 code byte.
     out[code_at] = code
     return o
-
-
-def cobs_decode(frame):
-    """Decode one COBS frame (without its 0x00 delimiters); FrameError if malformed."""
-    out = bytearray()
-    i = 0
-    n = len(frame)
-    while i < n:
-        code = frame[i]
-        end = i + code
-        if code == 0 or end > n:
-            raise FrameError("bad COBS code byte %d at offset %d" % (code, i))
-        for j in range(i + 1, end):
-            if frame[j] == 0:
-                raise FrameError("0x00 inside a COBS frame at offset %d" % j)
-        out.extend(frame[i + 1 : end])
-        i = end
-        if code != 0xFF and i < n:
-            out.append(0)
-    return bytes(out)
 
 
 class SerialTransport:
