@@ -1,6 +1,7 @@
 # The per-sample path of the whole pipeline allocates nothing (heap_lock), and a closed
 # window goes out through egress as one sealed report.
 import micropython
+from fakes import SinkTransport
 from veil.budget import Budget
 from veil.egress import Counter, Egress
 from veil.keys import Keys
@@ -34,18 +35,10 @@ def _policy():
     )
 
 
-class _Sink:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(bytes(msg))
-
-
 def _pipe():
     keys = Keys(DEV, b"\x02" * 16, b"\x03" * 13, b"\x04" * 32, b"\x05" * 32)
     Counter.create("ctr")
-    sink = _Sink()
+    sink = SinkTransport()
     egress = Egress(keys, Counter("ctr"), sink)
     return Pipeline(_policy(), keys, Budget("eps", 86400, 100000), egress), sink
 

@@ -1,6 +1,7 @@
 # Persistence of small records and of the COSE message counter (power loss included).
 import os
 
+from fakes import SinkTransport
 from veil import store
 from veil.egress import Counter, Egress, EgressError
 from veil.store import StoreError, read_record, write_record
@@ -98,20 +99,12 @@ def test_counter_missing_or_corrupt_refuses():
             pass
 
 
-class _Sink:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(bytes(msg))
-
-
 def test_egress_refuses_anything_but_a_gate_report():
     from veil.keys import Keys
 
     Counter.create("ctr")
     k = Keys(b"\x01" * 8, b"\x02" * 16, b"\x03" * 13, b"\x04" * 32, b"\x05" * 32)
-    sink = _Sink()
+    sink = SinkTransport()
     e = Egress(k, Counter("ctr"), sink)
     for fake in ([{0: "x", 2: 1}], b"raw", {"records": []}):
         try:
