@@ -65,6 +65,10 @@ def decode_pack(plaintext: bytes) -> Pack:
         DecodeError: naming the record and label that is wrong.
     """
     obj = loads_strict(plaintext)
+    # cbor2 keeps the last value of a repeated label silently; the device writes each
+    # label once in preferred encoding, so the bytes must be exactly what cbor2 re-makes.
+    if cbor2.dumps(obj) != plaintext:
+        raise DecodeError("SenML pack repeats a label or is not in preferred encoding")
     if not isinstance(obj, list) or not obj:
         raise DecodeError("SenML pack must be a non-empty array")
     first = obj[0]
