@@ -52,6 +52,7 @@ _NONCE_LEN = const(13)  # AES-CCM-16-64-128: L = 2, 13-byte nonce
 _TAG_LEN = const(8)
 _KEY_LEN = const(16)
 _PIV_MAX_LEN = const(5)  # counter < 2**40
+COUNTER_LIMIT = 1 << 40  # message counters are 0 .. COUNTER_LIMIT - 1
 _MAC_LEN = const(32)
 
 # The encoded protected header {1: 10}: the only one accepted (RFC 9052 §3: the bstr as
@@ -75,7 +76,7 @@ def _check_kid(kid):
 
 def partial_iv(counter):
     """The Partial IV of `counter`: big-endian, leading zeros removed, at least 1 byte."""
-    if type(counter) is not int or counter < 0 or counter >= 1 << 40:
+    if type(counter) is not int or counter < 0 or counter >= COUNTER_LIMIT:
         raise CryptoError("counter must be an int in 0 .. 2**40 - 1")
     n = 1
     while counter >> (8 * n):

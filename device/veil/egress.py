@@ -21,13 +21,11 @@ from veil.gate import Report, sealed
 from veil.store import read_record, write_record
 
 _BLOCK = const(32)
-_COUNTER_MAX = 1 << 40  # cose.encrypt0's Partial IV limit
 
 # SenML labels (RFC 8428 §6, Table 4) and edgeveil's extension labels (docs/wire-format.md).
 _BN = const(-2)
 _BT = const(-3)
 _N = const(0)
-_U = const(1)
 _V = const(2)
 
 
@@ -54,7 +52,7 @@ class Counter:
         """The next unused counter; persists a new reservation first when needed."""
         if self._next >= self._limit:
             limit = self._next + self._block
-            if limit > _COUNTER_MAX:
+            if limit > cose.COUNTER_LIMIT:
                 raise EgressError("message counter exhausted: re-key the device")
             write_record(self._path, limit.to_bytes(8, "big"))
             self._limit = limit
