@@ -5,7 +5,9 @@
 For each field the policy names, in order (docs/policy.md):
 1. suppress: a field backed by fewer than k contributions (k-anonymity) is left out;
 2. noise: discrete Laplace noise of scale sensitivity/ε, drawn *before* the window closed
-   (veil.noise.NoisePool), is added to every released number;
+   (veil.noise.NoisePool), is added to every released number. The scale is the field's
+   own, fixed by the policy when the stream was made (veil.pipeline.Stream); take()
+   checks the pool holds exactly that scale. Nothing here picks a scale from the data;
 3. clamp the noised value to the field's valid range, then generalize it to the policy's
    precision (post-processing: costs no privacy);
 4. spend: the ε of all released fields is taken from the period budget; if the budget
@@ -14,6 +16,7 @@ Raw values, distinct-count registers and per-sample data never reach a Report.
 """
 
 from veil import T0, VeilError
+from veil.policy import DISTINCT
 from veil.privacy import clamp, generalize
 
 _SEAL = object()  # only this module can make a Report egress accepts
@@ -40,21 +43,22 @@ def sealed(report):
     return report._seal is _SEAL
 
 
-def _release(f, agg, noise):
-    """[(name, value)] for one field; `noise()` returns the next pre-drawn noise value."""
+def _release(f, agg, pool, num, den):
+    """[(name, value)] for one field, each value noised from `pool` at scale num/den."""
     if f.agg == "hist":
         out = []
         for i, c in enumerate(agg.result()):
-            out.append(("%s/%d" % (f.name, i), generalize(max(0, c + noise()), f.prec)))
+            v = max(0, c + pool.take(num, den))
+            out.append(("%s/%d" % (f.name, i), generalize(v, f.prec)))
         return out
     if f.agg == "mean":
-        v = clamp(agg.mean() + noise(), f.lo, f.hi)
+        v = clamp(agg.mean() + pool.take(num, den), f.lo, f.hi)
     elif f.agg in ("min", "max"):
-        v = clamp(agg.result() + noise(), f.lo, f.hi)
+        v = clamp(agg.result() + pool.take(num, den), f.lo, f.hi)
     elif f.agg == "sum":
-        v = agg.result() + noise()
-    else:  # count, distinct: never negative
-        v = max(0, agg.result() + noise())
+        v = agg.result() + pool.take(num, den)
+    else:  # count, distinct, distinct_sketch: never negative
+        v = max(0, agg.result() + pool.take(num, den))
     return [(f.name, generalize(v, f.prec))]
 
 
@@ -63,13 +67,12 @@ def close_window(stream, start, t):
     sp = stream.policy
     records = []
     eps = 0
-    for f, agg, pools in stream.fields:
-        n = agg.result() if f.agg == "distinct" else agg.n
+    for f, agg, pool, scale in stream.fields:
+        n = agg.result() if f.agg in DISTINCT else agg.n
         if n < sp.k:
             stream.suppressed += 1
             continue
-        pool = pools[1] if f.agg == "distinct" and agg.overflow else pools[0]
-        for name, value in _release(f, agg, pool.take):
+        for name, value in _release(f, agg, pool, scale[0], scale[1]):
             records.append((name, value, f.eps))
         eps += f.eps
     if not records:

@@ -12,8 +12,9 @@ channel matches. At window close the gate (veil.gate) decides what may leave.
 import binascii
 import os
 
-from veil import T0, aggregate, noise, privacy
+from veil import T0, aggregate, distinct, noise, privacy
 from veil.gate import close_window
+from veil.policy import DISTINCT
 from veil.window import CLOSE, LATE, Window
 
 
@@ -31,11 +32,19 @@ def _make(f, key16):
         return aggregate.Mean(f.lo, f.hi)
     if a == "hist":
         return aggregate.Histogram(f.edges)
-    return aggregate.Distinct(f.bound, key16)
+    if a == "distinct_sketch":
+        return distinct.DistinctSketch(f.bound, key16, f.m)
+    return distinct.Distinct(f.bound, key16)
 
 
 class Stream:
-    """One policy stream: its window, aggregators and pre-drawn noise (all made here)."""
+    """One policy stream: its window, aggregators and pre-drawn noise (all made here).
+
+    `fields` holds (FieldPolicy, aggregator, NoisePool, (num, den)) per field. The noise
+    scale num/den = sensitivity / epsilon is computed here, once, from the policy and the
+    aggregator's parameters, before any sample exists: it is the same in every window
+    whatever the data (a scale chosen by the data would itself leak; docs/policy.md).
+    """
 
     def __init__(self, sp, policy, keys, budget, sampler):
         self.policy = sp
@@ -50,8 +59,8 @@ class Stream:
         for f in sp.fields:
             agg = _make(f, os.urandom(16))
             size = len(f.edges) + 1 if f.agg == "hist" else 1
-            pools = (noise.NoisePool(sampler, size), noise.NoisePool(sampler, 1))
-            self.fields.append((f, agg, pools))
+            scale = noise.laplace_scale(agg.sensitivity(f.cap), f.eps)
+            self.fields.append((f, agg, noise.NoisePool(sampler, size), scale))
             self.inputs.setdefault(f.input, []).append(agg)
         self.suppressed = 0
         self.refused = 0
@@ -69,14 +78,12 @@ class Stream:
         Called after the previous report was handed to egress, so the time a report
         takes to leave never depends on noise (veil.noise.NoisePool).
         """
-        for f, agg, pools in self.fields:
-            if f.agg == "distinct":
+        for f, agg, pool, scale in self.fields:
+            if f.agg in DISTINCT:
                 agg.rekey(os.urandom(16))  # hashes unlinkable across windows
-                pools[0].refill(f.cap * 1000, f.eps)  # exact mode: one id moves it by 1
-                pools[1].refill(agg.sensitivity_bound(f.cap) * 1000, f.eps)
             else:
                 agg.reset()
-                pools[0].refill(agg.sensitivity(f.cap) * 1000, f.eps)
+            pool.refill(scale[0], scale[1])
         self._open = True
 
     def feed(self, t, channel, value):

@@ -15,9 +15,12 @@ from veil.cbor import CBORError, loads
 from veil.cose import mac0_verify
 from veil.crypto import CryptoError
 
-AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct")
+AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch")
+DISTINCT = ("distinct", "distinct_sketch")
 _RANGED = ("sum", "min", "max", "mean")
 _MAX_BOUND = 2000  # distinct-count exact bound: 8-byte hashes in 1.5x slots fit the heap
+_MAX_SKETCH_BOUND = 1 << 24  # distinct_sketch: largest estimate released
+_MAX_M = 4096  # distinct_sketch registers (bytes of RAM)
 _MAX_BINS = 32
 
 
@@ -54,10 +57,20 @@ class FieldPolicy:
                     raise PolicyError("%s.edges: strictly increasing integers required" % where)
             self.edges = edges
             allowed.append("edges")
-        self.bound = 0
-        if self.agg == "distinct":
+        self.bound = self.m = 0
+        if self.agg == "distinct":  # min(exact count, bound)
             self.bound = _int(d, "bound", where, 1, _MAX_BOUND)
             allowed.append("bound")
+        elif self.agg == "distinct_sketch":  # min(HyperLogLog estimate, bound), always
+            self.bound = _int(d, "bound", where, 1, _MAX_SKETCH_BOUND)
+            self.m = _int(d, "m", where, 16, _MAX_M, 1024)
+            if self.m & (self.m - 1):
+                raise PolicyError("%s.m: a power of two required" % where)
+            # The sketch's sensitivity needs bound < alpha_m m^2; alpha_m >= 0.673 for
+            # every m (veil.aggregate.DistinctSketch), so this check is on the safe side.
+            if 1000 * self.bound >= 673 * self.m * self.m:
+                raise PolicyError("%s.bound: must be below 0.673 * m * m" % where)
+            allowed += ["bound", "m"]
         _only(d, allowed, where)
 
 

@@ -19,7 +19,10 @@ import cbor2
 from .cose import mac0_create
 from .errors import EdgeveilError
 
-AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct")
+AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch")
+MAX_EXACT_BOUND = 2000  # veil.policy: the exact set's memory on a 100 KiB heap
+MAX_SKETCH_BOUND = 1 << 24
+MAX_SKETCH_M = 4096
 
 
 class PolicyError(EdgeveilError):
@@ -29,7 +32,7 @@ class PolicyError(EdgeveilError):
 def default_policy() -> dict[str, Any]:
     """The embedded default policy (host/edgeveil/data/default-policy.toml)."""
     text = resources.files("edgeveil").joinpath("data/default-policy.toml").read_text()
-    return _check(tomllib.loads(text), "default-policy.toml")
+    return check_policy(tomllib.loads(text), "default-policy.toml")
 
 
 def load_policy_file(path: str | Path) -> dict[str, Any]:
@@ -42,10 +45,19 @@ def load_policy_file(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from exc
-    return _check(data, str(path))
+    return check_policy(data, str(path))
 
 
-def _check(data: dict[str, Any], where: str) -> dict[str, Any]:
+def check_policy(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check a parsed policy before it is compiled; returns it unchanged.
+
+    Args:
+        data: the policy as parsed from TOML.
+        where: named in error messages (a file name).
+
+    Raises:
+        PolicyError: naming `where` and the field that is wrong.
+    """
     for key in ("period", "eps_period", "epoch"):
         if type(data.get(key)) is not int or data[key] <= 0:
             raise PolicyError(f"{where}: '{key}' must be a positive integer")
@@ -67,7 +79,35 @@ def _check(data: dict[str, Any], where: str) -> dict[str, Any]:
                     f"{where}: streams.{sname}.fields.{fname}.eps must be a positive "
                     "integer (milli-epsilon per window)"
                 )
+            _check_distinct(field, f"{where}: streams.{sname}.fields.{fname}")
     return data
+
+
+def _check_distinct(field: dict[str, Any], where: str) -> None:
+    # The mode of a distinct count is the policy's choice, never the data's: `distinct`
+    # releases min(exact count, bound), `distinct_sketch` a HyperLogLog estimate capped at
+    # bound, in every window (docs/policy.md). Mirrors veil.policy.FieldPolicy.
+    agg = field["agg"]
+    if agg not in ("distinct", "distinct_sketch"):
+        if "m" in field:
+            raise PolicyError(f"{where}.m is only for agg = 'distinct_sketch'")
+        return
+    hi = MAX_EXACT_BOUND if agg == "distinct" else MAX_SKETCH_BOUND
+    bound = field.get("bound")
+    if type(bound) is not int or not 1 <= bound <= hi:
+        raise PolicyError(f"{where}.bound must be an integer in 1..{hi}, got {bound!r}")
+    if agg == "distinct":
+        if "m" in field:
+            raise PolicyError(f"{where}.m is only for agg = 'distinct_sketch'")
+        return
+    m = field.get("m", 1024)
+    if type(m) is not int or not 16 <= m <= MAX_SKETCH_M or m & (m - 1):
+        raise PolicyError(f"{where}.m must be a power of two in 16..{MAX_SKETCH_M}, got {m!r}")
+    if 1000 * bound >= 673 * m * m:
+        raise PolicyError(
+            f"{where}.bound must be at most {(673 * m * m - 1) // 1000} for m = {m} "
+            "(below 0.673 * m * m, where the sketch's sensitivity is finite)"
+        )
 
 
 def policy_cbor(policy: dict[str, Any], dev_id: bytes) -> bytes:

@@ -27,6 +27,13 @@ def _policy():
                         "hr": {"agg": "mean", "in": "hr", "lo": 30, "hi": 220, "eps": 1000},
                         "n": {"agg": "count", "in": "hr", "eps": 1000},
                         "v": {"agg": "distinct", "in": "ble", "bound": 50, "eps": 1000},
+                        "u": {
+                            "agg": "distinct_sketch",
+                            "in": "ble",
+                            "bound": 5000,
+                            "m": 256,
+                            "eps": 1000,
+                        },
                     },
                 }
             },
@@ -46,6 +53,7 @@ def _pipe():
 def test_per_sample_path_allocates_nothing():
     pipe, sink = _pipe()
     addr = b"\xaa\xbb\xcc\xdd\xee\x01"
+    addrs = [bytes((1, 2, 3, 4, 5, i)) for i in range(60)]  # past the bound of 50
     pipe.feed(100, "hr", 70)  # opens the window (allocates: noise is drawn here)
     micropython.heap_lock()
     try:
@@ -53,6 +61,8 @@ def test_per_sample_path_allocates_nothing():
             pipe.feed(t, "hr", 60 + t % 7)
             pipe.feed(t, "ble", addr)
             pipe.feed(t, "other", 5)
+        for a in addrs:
+            pipe.feed(119, "ble", a)
     finally:
         micropython.heap_unlock()
     assert sink.sent == []
