@@ -8,6 +8,9 @@ else is a bug in edgeveil and gets a traceback.
       VMError                       the MicroPython VM could not run or failed
       DecodeError                   a frame, CBOR item or COSE message is malformed
       CryptoError                   decryption or authentication failed
+      VBoardError                   the virtual board cannot do that (bad flash file, bad access)
+      ImageError                    flash contents (firmware image, partition table,
+                                    filesystem image) are malformed or for another chip
 """
 
 
@@ -31,3 +34,12 @@ class DecodeError(EdgeveilError):
 
 class CryptoError(EdgeveilError):
     """Decryption or authentication failed (wrong key, bad tag, tampered message)."""
+
+
+class ImageError(EdgeveilError):
+    """Flash contents (a firmware image, partition table or filesystem image) are malformed
+    or were made for another chip."""
+
+
+class VBoardError(EdgeveilError):
+    """The virtual board cannot do what was asked (bad flash file, out-of-range access)."""
