@@ -1,0 +1,54 @@
+"""Helpers for end-to-end tests against virtual boards (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeveil.vboard import runner
+from edgeveil.vboard.board import BoardSpec
+
+BIN = Path(sys.executable).parent
+
+
+class VBoard:
+    """A running virtual board in a test: its ports, flash file and log."""
+
+    def __init__(self, info: runner.BoardInfo, spec: BoardSpec, root: Path, log: Path) -> None:
+        self.info, self.spec, self.root, self.log = info, spec, root, log
+        self.port = info.port
+        self.rfc2217 = info.rfc2217
+        self.flash = spec.flash
+        self.name = info.name
+
+    def stop(self) -> None:
+        runner.stop(self.name, self.root)
+
+    def restart(self) -> None:
+        """Power the board off and on again (a new board process on the same flash)."""
+        if any(b.name == self.name for b in runner.list_boards(self.root)):
+            self.stop()
+        self.info = runner.spawn(self.spec, self.name, self.root, log_path=self.log)
+        self.port, self.rfc2217 = self.info.port, self.info.rfc2217
+
+    def kill(self) -> None:
+        """SIGKILL the board process and its VM: a power cut."""
+        os.killpg(os.getpgid(self.info.pid), signal.SIGKILL)
+
+
+def tool(
+    name: str, *args: str, timeout: float = 60, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a client (mpremote, ampy, esptool) from the venv as a user would."""
+    res = subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(
+            "%s %s failed (%d):\n%s\n%s"
+            % (name, " ".join(args), res.returncode, res.stdout, res.stderr)
+        )
+    return res
