@@ -11,18 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BoardError
+from .partitions import Partition
 from .paths import boards_dir
 
 _CHIPS = ("esp32", "esp32s3", "esp32c3")
-
-
-@dataclass(frozen=True)
-class Partition:
-    name: str
-    type: str
-    subtype: str
-    offset: int
-    size: int
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .boards import Board
 from .errors import ImageError
+
+if TYPE_CHECKING:  # boards.py takes its Partition from here
+    from .boards import Board
 
 TABLE_OFFSET = 0x8000  # CONFIG_PARTITION_TABLE_OFFSET, the default on ESP32, -S3 and -C3
 TABLE_MAX_LEN = 0xC00  # the table; the rest of the 4 KiB sector is for a signature
@@ -59,7 +61,7 @@ _DATA_ALIGN = 0x1000  # everything else on a 4 KiB flash sector
 
 
 class PartitionLike(Protocol):
-    """Anything with a partition's fields (`boards.Partition` or `Partition`)."""
+    """Anything with a partition's fields."""
 
     @property
     def name(self) -> str: ...
