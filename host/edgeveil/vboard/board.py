@@ -360,7 +360,7 @@ class VirtualBoard:
 
     # -- the VM ---------------------------------------------------------------------------
 
-    def start_vm(self, cause: str, raw: bool) -> None:
+    def start_vm(self, cause: str, raw: bool, skip_main: bool = False) -> None:
         target = self.spec.heap_bytes or self.spec.board.vm_app_heap_bytes
         env = {
             "MICROPYPATH": str(self._vmlib_mpy()),
@@ -374,6 +374,7 @@ class VirtualBoard:
             "EDGEVEIL_VB_T0": str(self._vclock if self._vclock is not None else int(time.time())),
             "EDGEVEIL_VB_RESET_CAUSE": str(_RESET_CAUSES[self._hard_cause][1]),
             "EDGEVEIL_VB_MODE": "raw" if raw else "friendly",
+            "EDGEVEIL_VB_SKIP_MAIN": "1" if skip_main else "0",
         }
         heap = target + _EMULATION_HEAP
         argv = [micropython_path(), "-X", "heapsize=%d" % heap, "-i", str(VMLIB / "_vboot.py")]
@@ -392,7 +393,8 @@ class VirtualBoard:
         self._boot_filter = [(READY_MARK, True), (_PROMPT, not raw)]
         # Input waits until the VM can take a Ctrl-C without dying (see _boot_step).
         self._vm_phase = "starting"
-        self._input_hold = b""
+        if self._input_hold is None:  # input held for a VM that died starting is kept
+            self._input_hold = b""
         self._ctl_seen = []
         self._vm_paused = False
         self.sel.register(self.vm.fd, selectors.EVENT_READ, self._vm_readable)
@@ -411,7 +413,11 @@ class VirtualBoard:
             return
         lines = self.vm.ctl_lines()
         self._ctl_seen += lines
-        if b"up" in lines and self._vm_phase == "starting":
+        if b"end" in lines and self._vm_phase in ("starting", "prelude"):
+            self._vm_phase = "repl-wait"  # hold input until the REPL's prompt (_boot_step)
+            if self._input_hold is None:
+                self._input_hold = b""
+        elif b"up" in lines and self._vm_phase == "starting":
             # The prelude runs: the VM's SIGINT handler is in place, Ctrl-C is safe now.
             self._vm_phase = "prelude"
             self._release_input()
@@ -512,6 +518,11 @@ class VirtualBoard:
             self.boot_from_flash("sw", banner=True)
         elif b"wdt" in lines:
             self.boot_from_flash("wdt", banner=True)
+        elif status == -signal.SIGINT and self._vm_phase != "repl":
+            # A Ctrl-C reached the unix VM where it has no handler (starting up): on a board
+            # it would just have interrupted boot, so start again without main.py.
+            self.log("Ctrl-C while the VM started; starting it again without main.py")
+            self.start_vm("soft", raw=self.repl_raw, skip_main=True)
         elif status == 0 or b"soft" in lines:
             self.send(b"MPY: soft reboot\r\n")
             self.start_vm("soft", raw=self.repl_raw)

@@ -137,9 +137,16 @@ sys.atexit(_soft_reset)
 _raw = _boot()
 _KEEP.update(sys.modules)
 _run("boot.py")
-if not _raw:
+if not _raw and os.getenv("EDGEVEIL_VB_SKIP_MAIN") != "1":
     _run("main.py")
-del _boot, _raw
-sys.stdout.write("\x1b[vboard:ready]")
-del _run
+del _boot, _raw, _run
 gc.collect()
+# The unix VM only handles SIGINT while it runs code: between this script's end and its
+# REPL a Ctrl-C would kill it. Tell the board to hold input now, and stay interruptible a
+# little longer so a Ctrl-C already on its way lands here, harmlessly.
+sys.modules["time"]._ctl.write(b"end\n")
+try:
+    sys.modules["time"]._rt.sleep_ms(50)
+except KeyboardInterrupt:
+    pass
+sys.stdout.write("\x1b[vboard:ready]")
