@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test lint check-mpy bench-device clean
+.PHONY: all venv demo test lint check-mpy bench-device bench-host clean
 
 all: test
 
@@ -28,6 +28,9 @@ test: lint
 
 bench-device: venv
 	$(BIN)/python tools/bench_device.py
+
+bench-host: venv
+	$(BIN)/python tools/bench_host.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info host/*.egg-info

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,16 +44,23 @@ def demo(board: str) -> None:
 
 
 @cli.command()
-def boards() -> None:
-    """List the boards in boards/ with chip, flash and heap."""
-    from .boards import load_board
-    from .paths import boards_dir
+@click.option("--json", "as_json", is_flag=True, help="every field of every board, as JSON")
+def boards(as_json: bool) -> None:
+    """List the boards in boards/: chip, flash, firmware offset, mpy arch, heap.
 
-    for path in sorted(boards_dir().glob("*.toml")):
-        b = load_board(path)
+    A malformed board file stops the listing with the file and the field named.
+    """
+    from .boards import list_boards
+
+    found = list_boards()
+    if as_json:
+        click.echo(json.dumps([b.as_json() for b in found], indent=2))
+        return
+    for b in found:
         click.echo(
-            f"{b.name:<20} {b.chip:<8} flash {b.flash_size // 1048576} MiB  "
-            f"heap {b.heap_bytes // 1024} KiB  {b.description}"
+            f"{b.name:<16} {b.chip:<8} flash {b.flash_size >> 20:>2} MiB at "
+            f"{hex(b.firmware_offset):<6}  mpy {b.mpy_arch:<9} heap {b.heap_bytes // 1024} KiB  "
+            f"{b.description}"
         )
 
 
@@ -211,6 +219,532 @@ def vboard_firmware(board: str, out: Path) -> None:
     click.echo(
         "wrote %s (%d bytes); write it at 0x%x" % (out, out.stat().st_size, b.firmware_offset)
     )
+
+
+# --- registry (edgeveil init, edgeveil registry ...) ---
+
+_REGISTRY_OPTION = click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="registry database [env EDGEVEIL_REGISTRY; default ./edgeveil-registry.db]",
+)
+_KEY_FILE_OPTION = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="master key file [default <registry>.key; EDGEVEIL_MASTER_KEY holds the key as hex]",
+)
+
+
+def _open_registry(registry_path: Path | None, key_file: Path | None) -> Any:
+    """The registry named on the command (or on `registry`, or by the environment)."""
+    from .registry import Registry
+
+    group = click.get_current_context().find_object(dict) or {}
+    return Registry.open(
+        registry_path or group.get("registry_path"), key_path=key_file or group.get("key_file")
+    )
+
+
+@cli.command("init")
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+def init_cmd(registry_path: Path | None, key_file: Path | None) -> None:
+    """Create a device registry and its master key (refuses to overwrite either).
+
+    The master key is 32 random bytes written to a new file only you can read (mode 0600),
+    by default next to the database as <registry>.key; or, if EDGEVEIL_MASTER_KEY is set
+    (64 hex digits), that key and no file. Back the key up apart from the database: without
+    it the devices' keys cannot be recovered.
+
+    \b
+    Examples:
+      edgeveil init                          ./edgeveil-registry.db and its .key
+      edgeveil init --registry /srv/edgeveil/fleet.db --key-file /secure/fleet.key
+      EDGEVEIL_MASTER_KEY=$(cat fleet.key.hex) edgeveil init --registry fleet.db
+    """
+    import os
+
+    from .registry import ENV_MASTER_KEY, default_key_path, init_registry
+
+    db = init_registry(registry_path, key_file)
+    if key_file is None and os.environ.get(ENV_MASTER_KEY):
+        where = f"from {ENV_MASTER_KEY} (not written anywhere)"
+    else:
+        where = f"{key_file or default_key_path(db)} (mode 0600): back it up"
+    click.echo(f"created registry {db}\nmaster key: {where}")
+
+
+@cli.group("registry")
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+@click.pass_context
+def registry_group(ctx: click.Context, registry_path: Path | None, key_file: Path | None) -> None:
+    """The device registry: devices, their status, and their keys wrapped under a master key.
+
+    Keys are never printed. `export --format cose-key --include-secrets` is the one way a
+    backend gets them. --registry and --key-file go here or on each command; the master
+    key may instead come from EDGEVEIL_MASTER_KEY. list and show need no master key.
+
+    \b
+    Examples:
+      edgeveil registry list --status active
+      edgeveil registry --registry fleet.db show 3f9a0c12d4e5b6a7 --json
+      edgeveil registry revoke 3f9a0c12d4e5b6a7
+      edgeveil registry export --format cose-key --include-secrets -o backend-keys.cbor
+      edgeveil registry export --format json | jq '.devices[].dev_id'
+    """
+    ctx.ensure_object(dict).update(registry_path=registry_path, key_file=key_file)
+
+
+def _show_record(rec: Any) -> None:
+    for name, value in rec.to_json().items():
+        click.echo(f"{name + ':':<14}{'-' if value is None else value}")
+
+
+@registry_group.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "active", "revoked", "wiped"]),
+    help="only devices with this status",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+def registry_list(
+    status: str | None, as_json: bool, registry_path: Path | None, key_file: Path | None
+) -> None:
+    """List devices (no secrets), oldest first."""
+    with _open_registry(registry_path, key_file) as reg:
+        recs = reg.list(status)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in recs], indent=2))
+        return
+    if not recs:
+        click.echo("no devices" + (f" with status {status}" if status else ""))
+        return
+    click.echo(f"{'DEV_ID':<17} {'BOARD':<16} {'STATUS':<8} {'COUNTER':>8}  {'PORT':<14} UPDATED")
+    for r in recs:
+        counter = "-" if r.last_counter is None else str(r.last_counter)
+        click.echo(
+            f"{r.dev_id.hex():<17} {r.board:<16} {r.status:<8} {counter:>8}  "
+            f"{r.port or '-':<14} {r.updated_at}"
+        )
+
+
+@registry_group.command("show")
+@click.argument("dev_id")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+def registry_show(
+    dev_id: str, as_json: bool, registry_path: Path | None, key_file: Path | None
+) -> None:
+    """Show one device (DEV_ID in hex): board, status, hashes, last counter. No secrets."""
+    with _open_registry(registry_path, key_file) as reg:
+        rec = reg.get(dev_id)
+    if as_json:
+        click.echo(json.dumps(rec.to_json(), indent=2))
+    else:
+        _show_record(rec)
+
+
+@registry_group.command("revoke")
+@click.argument("dev_id")
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+def registry_revoke(dev_id: str, registry_path: Path | None, key_file: Path | None) -> None:
+    """Revoke a device: its keys are no longer exported and its messages not accepted."""
+    with _open_registry(registry_path, key_file) as reg:
+        before = reg.get(dev_id).status
+        reg.revoke(dev_id)
+    click.echo(f"revoked {dev_id.lower()}" + (f" (was {before})" if before != "revoked" else ""))
+
+
+@registry_group.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cose-key", "json"]),
+    required=True,
+    help="cose-key: CBOR array of COSE_Key (needs --include-secrets); json: metadata",
+)
+@click.option(
+    "--include-secrets",
+    is_flag=True,
+    help="include each active device's COSE key and Base IV (never the pseudonym key)",
+)
+@click.option("--device", "devices", multiple=True, help="only this DEV_ID (repeatable)")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+    help="write here (a new file, mode 0600 with secrets) instead of stdout",
+)
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+def registry_export(
+    fmt: str,
+    include_secrets: bool,
+    devices: tuple[str, ...],
+    output: Path | None,
+    registry_path: Path | None,
+    key_file: Path | None,
+) -> None:
+    """Export devices for a backend: keys only when asked for explicitly.
+
+    With --include-secrets only active devices are exported, to a new file (created with
+    mode 0600, never overwritten) or a pipe; keys are never written to a terminal.
+
+    \b
+    Examples:
+      edgeveil registry export --format cose-key --include-secrets -o keys.cbor
+      edgeveil registry export --format json --include-secrets | backend-import
+      edgeveil registry export --format json -o fleet.json
+    """
+    from .errors import RegistryError
+    from .registry import export_cose_keys, export_json
+    from .registry_keys import write_exclusive
+
+    if fmt == "cose-key" and not include_secrets:
+        raise click.UsageError("--format cose-key holds keys: add --include-secrets")
+    to_stdout = output is None or str(output) == "-"
+    if to_stdout and (include_secrets or fmt == "cose-key") and sys.stdout.isatty():
+        raise RegistryError("refusing to write keys to a terminal: use -o FILE or a pipe")
+    with _open_registry(registry_path, key_file) as reg:
+        selected = list(devices) or None
+        if fmt == "cose-key":
+            data = export_cose_keys(reg, selected, include_secrets=True)
+        else:
+            data = export_json(reg, selected, include_secrets=include_secrets)
+    if to_stdout:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    elif include_secrets:
+        assert output is not None
+        write_exclusive(output, data, "export file")
+        click.echo(f"wrote {output} (mode 0600): device keys, handle as a secret", err=True)
+    else:
+        assert output is not None
+        output.write_bytes(data)
+        click.echo(f"wrote {output}", err=True)
+
+
+# --- end registry ---
+
+
+# --- flash (edgeveil flash) ---
+
+
+class _ByteBar:
+    """A click progress bar on stderr for one board, sized on its first update; nothing
+    when stderr is not a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.at = label, 0
+        self.bar: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.at)
+        self.at = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@cli.command("flash")
+@click.option("--board", required=True, help="board file name (see `edgeveil boards`)")
+@click.option("--port", help="one board's serial port (/dev/ttyUSB0, rfc2217://host:port)")
+@click.option(
+    "--ports",
+    "ports_spec",
+    metavar="P1,P2,...|auto",
+    help="many boards in parallel; auto = running virtual boards, /dev/ttyUSB*, /dev/ttyACM*",
+)
+@click.option(
+    "--firmware",
+    "firmware_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="MicroPython firmware: the combined .bin MicroPython ships, or an app image",
+)
+@click.option("--erase", is_flag=True, help="erase the whole flash first (keys and files too)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
+def flash_cmd(
+    board: str,
+    port: str | None,
+    ports_spec: str | None,
+    firmware_path: Path,
+    erase: bool,
+    as_json: bool,
+) -> None:
+    """Write MicroPython firmware to one board or many, verify it, and reset.
+
+    The file is checked before any port is opened: an ESP32-family image for the board's
+    chip, with an app descriptor and the board file's partition table. A file for another
+    chip is refused before anything is erased, and so is a board whose chip (as esptool
+    detects it) is not the board file's. Only the bootloader, partition table and app are
+    written and each is MD5-verified by the chip: the NVS partition (the device's keys)
+    and the filesystem survive a reflash unless --erase.
+
+    With --ports the boards are flashed in parallel, with a progress line each and then a
+    table; one failing does not stop the others. Exit code 0 if every board was flashed,
+    2 if one was refused or failed (the table and the last line on stderr name it).
+
+    \b
+    Examples:
+      desk, one board:
+        edgeveil flash --board esp32-generic --port /dev/ttyUSB0 --firmware ESP32_GENERIC.bin
+      start from a blank chip (erases keys and files too):
+        edgeveil flash --board esp32-generic --port /dev/ttyUSB0 --firmware fw.bin --erase
+      jig, many boards at once:
+        edgeveil flash --board esp32s3-generic --ports /dev/ttyUSB0,/dev/ttyUSB1 --firmware fw.bin
+        edgeveil flash --board esp32-virtual --ports auto --firmware fw.bin --json
+    """
+    from .boards import load_board
+    from .flash import load_firmware, write_firmware
+
+    if (port is None) == (ports_spec is None):
+        raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
+    b = load_board(board)
+    load_firmware(firmware_path, b)  # a wrong file is refused once, before any port
+    if port is not None:
+        bar = _ByteBar(f"flash {port}")
+        try:
+            report = write_firmware(port, b, firmware_path, erase, progress=bar.update)
+        finally:
+            bar.close()
+        click.echo(json.dumps(report.as_json()) if as_json else f"{port}: {report.summary()}")
+        return
+    from .fleet import resolve_ports, run_many
+
+    assert ports_spec is not None
+    result = run_many(
+        resolve_ports(ports_spec),
+        lambda p, progress: write_firmware(p, b, firmware_path, erase, progress),
+        "flash",
+        summary=not as_json,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    result.raise_for_failures()
+
+
+# --- end flash ---
+
+
+# --- deploy (edgeveil deploy) ---
+
+
+@cli.command("deploy")
+@click.option("--port", help="one board's serial port (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
+@click.option(
+    "--ports",
+    "ports_spec",
+    metavar="P1,P2,...|auto",
+    help="many boards in parallel; auto = running virtual boards, /dev/ttyUSB*, /dev/ttyACM*",
+)
+@click.option(
+    "--board",
+    help="board file name; the device's .mpy arch must be the board's (default: the device's)",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["mpremote", "ampy"]),
+    default="mpremote",
+    show_default=True,
+    help="the library that talks to the board's raw REPL",
+)
+@click.option(
+    "--src",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="the MicroPython tree to deploy (default: the project's device/)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
+def deploy_cmd(
+    port: str | None,
+    ports_spec: str | None,
+    board: str | None,
+    via: str,
+    src: Path | None,
+    as_json: bool,
+) -> None:
+    """Compile device/ for the board and sync it by content hash; print the code hash.
+
+    The tree is compiled with mpy-cross for the .mpy version and architecture the device
+    reports. Only files whose SHA-256 differs from what the board holds are sent; the rest
+    are copied on the board or kept. The new version is written into the board's spare slot
+    (/app/a or /app/b), verified file by file against the host's hashes, and only then made
+    current by an atomic rename of /app/current; a deploy interrupted at any point leaves
+    the previous version booting. boot.py and main.py are replaced by a small loader.
+    The printed code hash identifies the deployed code; the registry records it.
+
+    With --ports the boards are deployed in parallel, with a progress line each and then a
+    table; one failing does not stop the others. Exit code 0 if every board was deployed,
+    2 if one was refused or failed.
+
+    \b
+    Examples:
+      desk, one board:
+        edgeveil deploy --port /dev/ttyUSB0 --board esp32-generic
+      a virtual board, through ampy:
+        edgeveil deploy --port /dev/pts/5 --board esp32-virtual --via ampy
+      jig, every board attached, for a script:
+        edgeveil deploy --ports auto --json | jq -r '.boards[].result.code_hash'
+    """
+    from .boards import load_board
+    from .deploy import DeployReport, deploy
+    from .link import open_link
+
+    if (port is None) == (ports_spec is None):
+        raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
+    b = load_board(board) if board else None
+
+    def work(p: str, progress: Any) -> DeployReport:
+        with open_link(p, via) as link:
+            return deploy(link, b, src, progress)
+
+    if port is not None:
+        bar = _ByteBar(f"deploy {port}")
+
+        def show(done: int, total: int) -> None:
+            if total:  # nothing to place: no bar
+                bar.update(done, total)
+
+        try:
+            report = work(port, show)
+        finally:
+            bar.close()
+        click.echo(json.dumps(report.as_json()) if as_json else f"{port}: {report.summary()}")
+        return
+    from .fleet import resolve_ports, run_many
+
+    assert ports_spec is not None
+    result = run_many(resolve_ports(ports_spec), work, "deploy", summary=not as_json)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    result.raise_for_failures()
+
+
+# --- end deploy ---
+
+
+# --- provision (edgeveil provision) ---
+
+
+@cli.command("provision")
+@click.option("--port", help="one board's serial port")
+@click.option("--ports", "ports_spec", metavar="P1,P2,...|auto", help="many boards in parallel")
+@click.option("--board", default="esp32-generic", show_default=True, help="board file name")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="privacy policy TOML (default: the embedded default policy)",
+)
+@click.option("--force", is_flag=True, help="replace the keys of a device already provisioned")
+@click.option(
+    "--resume",
+    "do_resume",
+    is_flag=True,
+    help="settle this port's pending registry entries: complete them or roll them back",
+)
+@_REGISTRY_OPTION
+@_KEY_FILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
+def provision_cmd(
+    port: str | None,
+    ports_spec: str | None,
+    board: str,
+    policy_file: Path | None,
+    force: bool,
+    do_resume: bool,
+    registry_path: Path | None,
+    key_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Give a device its keys and signed policy (NVS namespace "veil"); record it.
+
+    Two-phase: the registry records the new device as pending before anything reaches the
+    board; the secrets and the policy (authenticated for this device) are written to NVS,
+    read back and compared, and only then is the entry made active. A run killed anywhere
+    leaves no device, or a pending entry that `--resume` completes (when any of its keys
+    reached the board) or rolls back (when none did); never a board whose keys the
+    registry lacks. No secret is printed.
+
+    \b
+    Examples:
+      edgeveil init                                   # once: registry and master key
+      edgeveil provision --port /dev/ttyUSB0 --policy shop.toml
+      edgeveil provision --ports auto --policy shop.toml --json
+      edgeveil provision --port /dev/ttyUSB0 --policy shop.toml --resume
+    """
+    from .boards import load_board
+    from .link import open_link
+    from .policy import compile_policy, default_policy, load_policy_file
+    from .provision import provision, resume
+
+    if (port is None) == (ports_spec is None):
+        raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
+    b = load_board(board)
+    policy = load_policy_file(policy_file) if policy_file else default_policy()
+
+    from .registry import Registry
+
+    group = click.get_current_context().find_object(dict) or {}  # read here: click's
+    reg_path = registry_path or group.get("registry_path")  # context is per thread
+    key_path = key_file or group.get("key_file")
+
+    def work(p: str, progress: Any) -> dict[str, Any]:
+        with Registry.open(reg_path, key_path=key_path) as reg, open_link(p) as link:
+            if do_resume:
+                done = {}
+                for rec in reg.pending():
+                    if rec.port == p:
+                        done[rec.dev_id.hex()] = resume(
+                            link,
+                            reg,
+                            rec.dev_id,
+                            lambda s: compile_policy(policy, s.dev_id, s.policy_key),
+                            p,
+                        )
+                return {"port": p, "resumed": done}
+            report = provision(link, b, reg, policy, p, force=force)
+            return dataclasses.asdict(report)
+
+    if port is not None:
+        out = work(port, None)
+        if as_json:
+            click.echo(json.dumps(out))
+        elif do_resume:
+            settled = out["resumed"]
+            click.echo(
+                "%s: %s"
+                % (port, ", ".join("%s %s" % kv for kv in settled.items()) or "nothing pending")
+            )
+        else:
+            click.echo(
+                "%s: provisioned %s (%s), policy %s, %.2f s"
+                % (port, out["dev_id"], out["board"], out["policy_hash"][:16], out["seconds"])
+            )
+        return
+    from .fleet import resolve_ports, run_many
+
+    assert ports_spec is not None
+    result = run_many(resolve_ports(ports_spec), work, "provision", summary=not as_json)
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    result.raise_for_failures()
+
+
+# --- end provision ---
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,11 +28,13 @@ from .vm import run_code
 
 @dataclass(frozen=True)
 class DeviceSecrets:
+    """A device's provisioned secrets (DESIGN.md "Keys and policy"); repr() shows no key."""
+
     dev_id: bytes
-    cose_key: bytes
-    base_iv: bytes
-    pseudo_key: bytes
-    policy_key: bytes
+    cose_key: bytes = field(repr=False)
+    base_iv: bytes = field(repr=False)
+    pseudo_key: bytes = field(repr=False)
+    policy_key: bytes = field(repr=False)
 
     @classmethod
     def generate(cls) -> DeviceSecrets:

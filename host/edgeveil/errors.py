@@ -11,6 +11,15 @@ else is a bug in edgeveil and gets a traceback.
       VBoardError                   the virtual board cannot do that (bad flash file, bad access)
       ImageError                    flash contents (firmware image, partition table,
                                     filesystem image) are malformed or for another chip
+      RegistryError                 the device registry is missing, corrupt or locked, the
+                                    master key is wrong or its file too open, unknown device
+      FlashError                    writing firmware failed or was refused on one port (busy,
+                                    no chip answering, wrong chip, verify failed)
+      FleetError                    some boards of a many-port run failed (each is named)
+      LinkError                     a board's REPL could not be reached or its code raised
+                                    (port missing or busy, no REPL answer, device traceback)
+      DeployError                   deploy refused or could not complete (mpy version or
+                                    arch mismatch, a file that does not verify)
 """
 
 
@@ -43,3 +52,35 @@ class ImageError(EdgeveilError):
 
 class VBoardError(EdgeveilError):
     """The virtual board cannot do what was asked (bad flash file, out-of-range access)."""
+
+
+class RegistryError(EdgeveilError):
+    """The device registry refused: missing or corrupt database, wrong master key, a key
+    file others can read, an unknown device or a status change that is not allowed."""
+
+
+class FlashError(EdgeveilError):
+    """Writing firmware to the board on one port failed or was refused; the message names
+    the port and why: busy, no such port, no chip answering, wrong chip, verify failed."""
+
+
+class FleetError(EdgeveilError):
+    """A run over many ports (`edgeveil.fleet.run_many`) finished with some boards failed;
+    the message names them. The others completed."""
+
+
+class LinkError(EdgeveilError):
+    """The board on a port could not be used: the port is missing or busy, no MicroPython
+    REPL answered, the connection was lost, or code raised on the device (its traceback is
+    in the message and in `traceback`)."""
+
+    def __init__(self, message: str, port: str | None = None, traceback: str | None = None):
+        super().__init__(message)
+        self.port = port
+        self.traceback = traceback
+
+
+class DeployError(EdgeveilError):
+    """`deploy` refused or could not complete on one port: the device's .mpy version or
+    architecture does not match, or a written file did not verify. The board keeps running
+    the version it had."""

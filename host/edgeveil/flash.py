@@ -1,0 +1,508 @@
+"""Write MicroPython firmware to a board, through esptool used as a library.
+
+    board = load_board("esp32-generic")
+    report = write_firmware("/dev/ttyUSB0", board, Path("firmware.bin"), progress=cb)
+    report.summary()   # 'ESP32-D0WD-V3 (revision v3.1) 24:0a:c4:00:00:01: micropython ...'
+
+The order makes a refusal leave the board as it was:
+
+1. The file (`load_firmware`), before the port is opened: an ESP image with the board's
+   chip id (`esp_image.check_firmware`), an app descriptor, and, in a combined file, a
+   partition table equal to the board file's (deploy and provision write the filesystem
+   and the keys where the board file says; a firmware with another layout needs its own
+   board file). A wrong-chip image is refused here: nothing is erased.
+2. The port: it must exist and not be held by another program (it is opened
+   exclusively, as esptool does).
+3. The chip that answers must be the board's chip (esptool's detection), with at least
+   the board's flash size. Otherwise nothing is written.
+4. The write: esptool's stub, the whole chip erased first if asked (`erase=True`), then
+   each region `FirmwareInfo.regions(board)` gives (bootloader, partition table, app). The
+   0xFF gaps of a combined file are not written, so a reflash keeps the NVS partition (the
+   device's keys) and the filesystem unless `erase=True`. Each region is MD5-verified by
+   the chip (SPI_FLASH_MD5) against the file, then the chip is hard-reset. A board lost
+   mid-write fails at once: esptool's reconnect-by-name is turned off, as on a jig the
+   name may meanwhile belong to another board.
+
+esptool's own console output is captured per thread (its log is process-wide), so boards
+flashed in parallel by `edgeveil.fleet.run_many` keep their progress and messages apart;
+`FlashError` carries the last lines esptool printed when something fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import struct
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esp_pylib.logger import EspLog, EspLogBase
+
+from .boards import Board
+from .errors import FlashError, ImageError
+from .esp_image import FirmwareInfo, check_firmware
+from .partitions import boot_app_partition
+
+ProgressCallback = Callable[[int, int], None]
+"""`progress(bytes_done, bytes_total)`, called from the flashing thread."""
+
+_CONNECT_ATTEMPTS = 7  # esptool's default
+_LINELESS_RESET_S = 0.1  # esptool's hard reset holds RTS (EN low) this long
+_LOG_TAIL = 6  # esptool lines quoted in a FlashError
+
+
+@dataclass(frozen=True)
+class FlashReport:
+    """What `write_firmware` wrote, and where."""
+
+    port: str
+    board: str
+    chip: str  # as esptool describes the chip that answered: "ESP32-D0WD-V3 (revision v3.1)"
+    mac: str
+    offset: int  # where the firmware file goes (the board's firmware offset, or the app's)
+    regions: tuple[tuple[int, int], ...]  # (flash offset, length) of each region written
+    bytes_written: int
+    erased: bool
+    project: str  # the app descriptor's project name and version
+    version: str
+    image_sha256: str  # of the firmware file
+    seconds: float
+
+    def summary(self) -> str:
+        kib = self.bytes_written / 1024
+        return (
+            f"{self.chip} {self.mac}: {self.project} {self.version} at {self.offset:#x}, "
+            f"{kib:.1f} KiB in {len(self.regions)} region{'s' if len(self.regions) > 1 else ''}"
+            f"{', chip erased first' if self.erased else ''}, verified, "
+            f"{self.seconds:.2f} s"
+        )
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "port": self.port,
+            "board": self.board,
+            "chip": self.chip,
+            "mac": self.mac,
+            "offset": self.offset,
+            "regions": [{"offset": o, "length": n} for o, n in self.regions],
+            "bytes_written": self.bytes_written,
+            "erased": self.erased,
+            "verified": True,
+            "project": self.project,
+            "version": self.version,
+            "image_sha256": self.image_sha256,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def load_firmware(image_path: Path | str, board: Board) -> FirmwareInfo:
+    """Read and check a firmware file for `board`, touching no port.
+
+    Raises:
+        ImageError: naming the file: unreadable, not an ESP image, for another chip, no
+            app descriptor, a partition table that differs from the board's, or an app
+            larger than the board's app partition.
+    """
+    path = Path(image_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        info = check_firmware(data, board.chip)
+        info.write_offset(board)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    if info.kind == "combined":
+        _check_layout(path, info, board)
+    else:
+        app = boot_app_partition(board.partitions)
+        if app is not None and info.app.length > app.size:
+            raise ImageError(
+                f"{path}: the app ({info.app.length} bytes) does not fit board "
+                f"{board.name}'s '{app.name}' partition ({app.size} bytes)"
+            )
+    return info
+
+
+def _check_layout(path: Path, info: FirmwareInfo, board: Board) -> None:
+    def key(p: Any) -> tuple[str, str, str, int, int]:
+        return (p.name, p.type, p.subtype, p.offset, p.size)
+
+    theirs, ours = [key(p) for p in info.partitions], [key(p) for p in board.partitions]
+    if theirs == ours:
+        return
+    where = str(board.path) if board.path else f"board {board.name}"
+    diff = next(
+        (
+            f"'{t[0]}' {t[1]}/{t[2]} at {t[3]:#x}+{t[4]:#x} in the file, "
+            + (f"{o[1]}/{o[2]} at {o[3]:#x}+{o[4]:#x} in {where}" if o else f"absent from {where}")
+            for t in theirs
+            for o in [next((o for o in ours if o[0] == t[0]), None)]
+            if t != o
+        ),
+        f"{where} has partitions the file does not",
+    )
+    raise ImageError(
+        f"{path}: its partition table differs from board {board.name}'s ({diff}); deploy "
+        f"and provision write where the board file says, so use a board file with the "
+        f"firmware's layout"
+    )
+
+
+def write_firmware(
+    port: str,
+    board: Board,
+    image_path: Path | str,
+    erase: bool = False,
+    progress: ProgressCallback | None = None,
+) -> FlashReport:
+    """Check, write, verify and reset: see the module docstring for the order.
+
+    Args:
+        port: the serial port (or an rfc2217:// URL) of the board.
+        board: the board the firmware is for; its chip must be the one that answers.
+        image_path: a MicroPython firmware file: combined (bootloader, partition table,
+            app) as MicroPython ships it, or a bare app image.
+        erase: erase the whole flash first (NVS keys and the filesystem included).
+        progress: called with (bytes written, bytes to write) while writing.
+
+    Returns:
+        What was written: chip, MAC, offset, regions, app project and version, seconds.
+
+    Raises:
+        ImageError: the file is wrong for the board (before the port is touched).
+        FlashError: naming the port: no such port, port busy, no chip answering, wrong
+            chip or too little flash (nothing written), or a write or verify failure.
+    """
+    start = time.monotonic()
+    info = load_firmware(image_path, board)
+    regions = info.regions(board)
+    _check_port(port)
+    log = _esptool_log()
+    with log.session([len(data) for _, data in regions], progress) as session:
+        esp = _connect(port, session)
+        reset = False
+        try:
+            description, mac = _identify(esp, port, board)
+            esp = _flash(esp, port, regions, erase, board, session)
+            _reset(esp)
+            reset = True
+        finally:
+            if not reset:
+                _reset(esp, quiet=True)  # leave the loader: the board runs what it has
+            lines = _has_modem_lines(esp._port)
+            esp._port.close()
+            if not lines:
+                # No DTR/RTS (a pty): a board there resets when the port closes, so keep
+                # it closed as long as esptool's RTS reset pulse lasts, lest a client that
+                # reopens at once find the chip still in its loader.
+                time.sleep(_LINELESS_RESET_S)
+    return FlashReport(
+        port=port,
+        board=board.name,
+        chip=description,
+        mac=mac,
+        offset=info.write_offset(board),
+        regions=tuple((at, len(data)) for at, data in regions),
+        bytes_written=sum(len(data) for _, data in regions),
+        erased=erase,
+        project=info.app_desc.project_name,
+        version=info.app_desc.version,
+        image_sha256=hashlib.sha256(info.data).hexdigest(),
+        seconds=time.monotonic() - start,
+    )
+
+
+# -- the steps ------------------------------------------------------------------------------
+
+
+def _check_port(port: str) -> None:
+    if "://" not in port and not os.path.exists(port):
+        raise FlashError(f"{port}: no such port (is the board plugged in?)")
+
+
+def _connect(port: str, session: _Session) -> Any:
+    """The serial port, opened exclusively, and the chip detected on it (esptool's loader).
+
+    The port is opened here rather than by esptool so that it is closed again when no chip
+    answers (esptool's detect_chip leaves it open, and locked, on failure)."""
+    import serial
+    from esptool import cmds
+    from esptool.util import FatalError
+
+    try:
+        ser = serial.serial_for_url(port, exclusive=True, do_not_open=True)
+        ser.open()
+    except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+        text = str(exc)
+        if "exclusively lock" in text or getattr(exc, "errno", None) == errno.EAGAIN:
+            why = "port busy: another program holds it open (a serial monitor, mpremote?)"
+        else:
+            why = f"cannot open the port: {_first_line(text)}"
+        raise FlashError(f"{port}: {why}") from exc
+    try:
+        return cmds.detect_chip(ser, connect_attempts=_CONNECT_ATTEMPTS)
+    except (FatalError, serial.SerialException, OSError, termios.error) as exc:
+        ser.close()
+        why = f"no chip answering in download mode ({_first_line(str(exc))})"
+        raise FlashError(f"{port}: {why}{session.tail()}") from exc
+
+
+def _identify(esp: Any, port: str, board: Board) -> tuple[str, str]:
+    """(esptool's description, MAC) of the chip that answered; refuses a chip that is not
+    the board's."""
+    from esptool.targets import CHIP_DEFS
+
+    chip = next((k for k, c in CHIP_DEFS.items() if c.CHIP_NAME == esp.CHIP_NAME), "")
+    if chip != board.chip:
+        raise FlashError(
+            f"{port}: wrong chip: an {esp.CHIP_NAME} answered, board {board.name} is "
+            f"{board.chip}; nothing was written"
+        )
+    from esptool.util import FatalError
+    from serial import SerialException
+
+    try:
+        description = esp.get_chip_description()
+        mac = ":".join(f"{b:02x}" for b in esp.read_mac())
+    except (FatalError, SerialException, OSError, termios.error) as exc:
+        raise FlashError(f"{port}: the chip stopped answering: {_first_line(str(exc))}") from exc
+    return description, mac
+
+
+def _flash(
+    esp: Any,
+    port: str,
+    regions: list[tuple[int, bytes]],
+    erase: bool,
+    board: Board,
+    session: _Session,
+) -> Any:
+    """Stub, attach, size check, (erase), write and verify; returns the stub's loader."""
+    from esptool import cmds
+    from esptool.util import FatalError
+    from serial import SerialException
+
+    try:
+        esp = cmds.run_stub(esp)
+        # esptool would reopen the port by name for seconds after losing it: on a jig the
+        # name may by then be another board's, which would get this board's firmware.
+        esp.WRITE_FLASH_ATTEMPTS = 1
+        cmds.attach_flash(esp)
+        size = _flash_bytes(cmds.detect_flash_size(esp))
+        if size is not None and size < board.flash_size:
+            raise FlashError(
+                f"{port}: the chip has {size >> 20} MiB of flash, board {board.name} needs "
+                f"{board.flash_size >> 20} MiB; nothing was written"
+            )
+        cmds.write_flash(esp, list(regions), erase_all=erase)
+        for at, data in regions:
+            _verify(esp, port, at, data)
+    except (FatalError, SerialException, OSError, termios.error) as exc:
+        text = _first_line(str(exc))
+        if "MD5" in text or "written flash region is empty" in text:
+            raise FlashError(f"{port}: verify failed: {text}{session.tail()}") from exc
+        raise FlashError(f"{port}: writing failed: {text}{session.tail()}") from exc
+    return esp
+
+
+def _verify(esp: Any, port: str, at: int, data: bytes) -> None:
+    """The chip's MD5 of the region against the file's (esptool pads to 4 bytes with 0xFF)."""
+    padded = data + b"\xff" * (-len(data) % 4)
+    got = esp.flash_md5sum(at, len(padded))
+    want = hashlib.md5(padded).hexdigest()
+    if got != want:
+        raise FlashError(
+            f"{port}: verify failed at {at:#x}: the flash holds MD5 {got}, the file {want}"
+        )
+
+
+def _reset(esp: Any, quiet: bool = False) -> None:
+    from esptool import cmds
+
+    try:
+        cmds.reset_chip(esp, "hard-reset")
+    except Exception:  # noqa: BLE001 - best effort on the way out of a failure
+        if not quiet:
+            raise
+
+
+def _has_modem_lines(port: Any) -> bool:
+    """Whether the port has DTR/RTS (a USB-serial adapter does, a pty does not)."""
+    try:
+        fcntl.ioctl(port.fileno(), termios.TIOCMGET, struct.pack("I", 0))
+    except OSError as exc:
+        return exc.errno not in (errno.ENOTTY, errno.EINVAL)
+    except (AttributeError, ValueError, TypeError):  # not a file descriptor (rfc2217://)
+        return True
+    return True
+
+
+def _flash_bytes(text: str | None) -> int | None:
+    if not text or not text.endswith("MB"):
+        return None
+    try:
+        return int(text[:-2]) << 20
+    except ValueError:
+        return None
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else text
+
+
+# -- esptool's log, per thread --------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """One write_firmware call's share of esptool's log: its lines and its progress."""
+
+    sizes: list[int]
+    callback: ProgressCallback | None
+    region: int = -1
+    lines: list[str] = field(default_factory=list)
+
+    def update(self, cur: int, total: int) -> None:
+        if self.callback is None or not 0 <= self.region < len(self.sizes):
+            return
+        size = self.sizes[self.region]
+        here = size * cur // total if total > 0 else size
+        self.callback(sum(self.sizes[: self.region]) + here, sum(self.sizes))
+
+    def tail(self) -> str:
+        lines = [line for line in self.lines if line.strip(" .\n")][-_LOG_TAIL:]
+        return ("\n  esptool: " + "\n  esptool: ".join(lines)) if lines else ""
+
+
+class _EsptoolLog(EspLogBase):
+    """esptool's log: a thread inside `session()` keeps its lines and progress; any other
+    thread's output goes to the logger that was installed before (esptool's own)."""
+
+    def __init__(self, fallback: EspLogBase | None) -> None:
+        self.fallback = fallback
+        self._local = threading.local()
+
+    @contextmanager
+    def session(self, sizes: list[int], callback: ProgressCallback | None) -> Iterator[_Session]:
+        if EspLog.instance is not self:  # someone installed another logger meanwhile
+            self.fallback, EspLog.instance = EspLog.instance, self
+        self._local.session = _Session(sizes, callback)
+        try:
+            yield self._local.session
+        finally:
+            self._local.session = None
+
+    def _session(self) -> _Session | None:
+        return getattr(self._local, "session", None)
+
+    def _other(self) -> EspLogBase:
+        if self.fallback is None:
+            from esptool.logger import EsptoolLogger
+
+            self.fallback = EsptoolLogger()
+        return self.fallback
+
+    def _keep(self, *args: Any) -> bool:
+        s = self._session()
+        if s is not None:
+            s.lines.append(" ".join(str(a) for a in args))
+        return s is not None
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if not self._keep(*args):
+            self._other().print(*args, **kwargs)
+
+    def err(self, *args: Any, suggestion: str | None = None) -> None:
+        if not self._keep(*args):
+            self._other().err(*args, suggestion=suggestion)
+
+    def warn(self, *args: Any, suggestion: str | None = None) -> None:
+        if not self._keep(*args):
+            self._other().warn(*args, suggestion=suggestion)
+
+    error, warning = err, warn  # esptool's older names
+
+    def note(self, *args: Any) -> None:
+        if self._session() is None:  # a session drops notes ("no VID/PID for a pty")
+            self._other().note(*args)
+
+    def hint(self, *args: Any) -> None:
+        if not self._keep(*args):
+            self._other().hint(*args)
+
+    def debug(self, *args: Any) -> None:
+        if self._session() is None:
+            self._other().debug(*args)
+
+    def stage(self, finish: bool = False) -> None:
+        if self._session() is None:
+            self._other().stage(finish)
+
+    def set_verbosity(self, mode: int | str) -> None:
+        self._other().set_verbosity(mode)
+
+    @contextmanager  # type: ignore[override]
+    def progress(
+        self,
+        total: int,
+        description: str = "",
+        bar_length: int = 30,
+        *,
+        file: Any = None,
+        disable: bool = False,
+        unit: str | None = None,
+    ) -> Iterator[Any]:
+        s = self._session()
+        if s is None:
+            with self._other().progress(
+                total, description, bar_length, file=file, disable=disable, unit=unit
+            ) as task:
+                yield task
+            return
+        s.region += 1  # write_flash opens one progress bar per region, in order
+        with super().progress(total, description, bar_length, disable=disable) as task:
+            yield task
+
+    def progress_bar(
+        self,
+        cur_iter: int,
+        total_iters: int,
+        prefix: str = "",
+        suffix: str = "",
+        bar_length: int = 30,
+    ) -> None:
+        s = self._session()
+        if s is not None:
+            s.update(cur_iter, total_iters)
+        else:
+            self._other().progress_bar(cur_iter, total_iters, prefix, suffix, bar_length)
+
+    def __getattr__(self, name: str) -> Any:  # anything else esptool's logger offers
+        return getattr(self._other(), name)
+
+
+_install = threading.Lock()
+_log: _EsptoolLog | None = None
+
+
+def _esptool_log() -> _EsptoolLog:
+    """Install the per-thread log. Done before esptool is first imported where possible,
+    so that esptool's one-shot warnings (bound to the log at import) are captured too."""
+    global _log
+    with _install:
+        if _log is None:
+            _log = _EsptoolLog(EspLog.instance)
+            EspLog.instance = _log
+            import esptool  # noqa: F401 - its logger installs itself only if none is set
+        return _log

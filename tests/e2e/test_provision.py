@@ -1,0 +1,155 @@
+"""Provisioning against virtual boards: two phases, read-back, and runs cut short."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edgeveil.boards import load_board
+from edgeveil.demo import DeviceSecrets
+from edgeveil.errors import EdgeveilError
+from edgeveil.link import open_link
+from edgeveil.nvs import read_nvs
+from edgeveil.policy import compile_policy, default_policy
+from edgeveil.provision import ProvisionError, provision, read_device, resume, write_device
+from edgeveil.registry import Registry, init_registry
+from vbtest import VBoard
+
+BOARD = load_board("esp32-generic")
+NVS = next(p for p in BOARD.partitions if p.name == "nvs")
+
+
+def _registry(tmp_path: Path) -> Path:
+    return init_registry(tmp_path / "reg.db")
+
+
+def _nvs_on_flash(vb: VBoard) -> dict:
+    """The board's NVS as the host parser reads it from the flash file (board stopped)."""
+    image = vb.flash.read_bytes()[NVS.offset : NVS.offset + NVS.size]
+    return read_nvs(image, strict=True)
+
+
+def _blob(secrets: DeviceSecrets) -> bytes:
+    return compile_policy(default_policy(), secrets.dev_id, secrets.policy_key)
+
+
+def test_provision_writes_nvs_reads_back_and_activates(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    with Registry.open(db) as reg, open_link(vb.port) as link:
+        report = provision(link, BOARD, reg, default_policy(), vb.port)
+        rec = reg.get(report.dev_id)
+        secrets = reg.secrets(report.dev_id)
+        assert rec.status == "active" and rec.board == BOARD.name
+        with pytest.raises(ProvisionError, match="already provisioned"):
+            provision(link, BOARD, reg, default_policy(), vb.port)
+    vb.stop()
+    veil = _nvs_on_flash(vb)["veil"]  # an independent reader of ESP-IDF's NVS format
+    assert veil["dev_id"] == secrets.dev_id and veil["cose_key"] == secrets.cose_key
+    assert veil["base_iv"] == secrets.base_iv and veil["pseudo_key"] == secrets.pseudo_key
+    assert veil["policy"] == _blob(secrets)
+    assert report.policy_hash == rec.policy_hash
+
+
+def test_resume_rolls_back_what_never_reached_the_device(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard()
+    secrets = DeviceSecrets.generate()
+    with Registry.open(_registry(tmp_path)) as reg, open_link(vb.port) as link:
+        reg.add_pending(secrets.dev_id, BOARD.name, secrets, "h", vb.port)  # then "killed"
+        assert resume(link, reg, secrets.dev_id, _blob, vb.port) == "rolled back"
+        assert [r for r in reg.list() if r.dev_id == secrets.dev_id] == []
+        assert read_device(link)["dev_id"] is None
+
+
+def test_resume_completes_a_partial_write(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard()
+    secrets = DeviceSecrets.generate()
+    with Registry.open(_registry(tmp_path)) as reg, open_link(vb.port) as link:
+        reg.add_pending(secrets.dev_id, BOARD.name, secrets, "h", vb.port)
+        # killed after the policy and the COSE key reached NVS, before the rest
+        link.exec(
+            "import esp32\nn = esp32.NVS('veil')\nn.set_blob('policy', %r)\n"
+            "n.set_blob('cose_key', %r)\nn.commit()" % (_blob(secrets), secrets.cose_key)
+        )
+        assert resume(link, reg, secrets.dev_id, _blob, vb.port) == "completed"
+        assert reg.get(secrets.dev_id).status == "active"
+        held = read_device(link)
+    assert held["dev_id"] == secrets.dev_id and held["policy_key"] == secrets.policy_key
+
+
+def test_board_lost_mid_write_leaves_a_pending_entry_that_resume_settles(
+    make_vboard, tmp_path: Path
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+
+    class Cut:
+        """A link that loses the board in the middle of the NVS write."""
+
+        def __init__(self, link) -> None:
+            self.link = link
+
+        def exec(self, code: str, timeout: float = 10.0) -> str:
+            if "set_blob" in code:
+                vb.kill()
+            return self.link.exec(code, timeout)
+
+        def eval(self, expr: str) -> object:
+            return self.link.eval(expr)
+
+    with Registry.open(db) as reg:
+        with open_link(vb.port) as link, pytest.raises(EdgeveilError):
+            provision(Cut(link), BOARD, reg, default_policy(), vb.port)
+        (pending,) = reg.pending()
+        vb.restart()
+        with open_link(vb.port) as link:
+            outcome = resume(link, reg, pending.dev_id, _blob, vb.port)
+            held = read_device(link)["dev_id"]
+        # Never a device holding keys the registry lacks:
+        if outcome == "completed":
+            assert held == pending.dev_id and reg.get(pending.dev_id).status == "active"
+        else:
+            assert held is None and reg.pending() == []
+
+
+def test_write_device_then_confirm_detects_a_changed_value(make_vboard) -> None:
+    vb = make_vboard()
+    secrets = DeviceSecrets.generate()
+    values = {
+        "dev_id": secrets.dev_id,
+        "cose_key": secrets.cose_key,
+        "base_iv": secrets.base_iv,
+        "pseudo_key": secrets.pseudo_key,
+        "policy_key": secrets.policy_key,
+        "policy": _blob(secrets),
+    }
+    with open_link(vb.port) as link:
+        write_device(link, values)
+        assert read_device(link) == values
+        link.exec("import esp32\nn = esp32.NVS('veil')\nn.set_blob('cose_key', b'x' * 16)")
+        assert read_device(link)["cose_key"] == b"x" * 16
+
+
+def test_cli_provisions_two_boards_and_resume_finds_nothing(make_vboard, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    a, b = make_vboard(), make_vboard()
+    exe = str(Path(sys.executable).parent / "edgeveil")
+    env = dict(os.environ, EDGEVEIL_REGISTRY=str(tmp_path / "reg.db"))
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [exe, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run("init").returncode == 0
+    res = run("provision", "--ports", f"{a.port},{b.port}", "--json")
+    assert res.returncode == 0, res.stderr
+    listed = json.loads(run("registry", "list", "--json").stdout)
+    assert sorted(d["status"] for d in listed) == ["active", "active"]
+    out = run("provision", "--port", a.port, "--resume")
+    assert out.returncode == 0 and "nothing pending" in out.stdout
+    again = run("provision", "--port", a.port)
+    assert again.returncode == 2 and "already provisioned" in again.stderr
+    for secret_hex in (d.get("cose_key") for d in listed):
+        assert secret_hex is None  # registry list never shows keys
