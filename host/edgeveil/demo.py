@@ -36,6 +36,17 @@ class DeviceSecrets:
     pseudo_key: bytes = field(repr=False)
     policy_key: bytes = field(repr=False)
 
+    def nvs_values(self, policy_blob: bytes) -> dict[str, bytes]:
+        """What the device's NVS namespace "veil" holds (device/veil/keys.py), by name."""
+        return {
+            "dev_id": self.dev_id,
+            "cose_key": self.cose_key,
+            "base_iv": self.base_iv,
+            "pseudo_key": self.pseudo_key,
+            "policy_key": self.policy_key,
+            "policy": policy_blob,
+        }
+
     @classmethod
     def generate(cls) -> DeviceSecrets:
         base_iv = os.urandom(13)
@@ -77,15 +88,7 @@ def run_device(
     write_jsonl(events, workdir / "rec.jsonl")
     lib = workdir / "lib"
     compile_tree(device_dir(), lib)
-    blobs = {
-        "dev_id": secrets.dev_id,
-        "cose_key": secrets.cose_key,
-        "base_iv": secrets.base_iv,
-        "pseudo_key": secrets.pseudo_key,
-        "policy_key": secrets.policy_key,
-        "policy": policy_blob,
-    }
-    code = _DEVICE_CODE.replace("{blobs}", repr(blobs))
+    code = _DEVICE_CODE.replace("{blobs}", repr(secrets.nvs_values(policy_blob)))
     result = run_code(code, heap_bytes, path=[lib], cwd=workdir)
     if not result.ok:
         raise VMError(

@@ -53,17 +53,6 @@ class ProvisionReport:
     seconds: float
 
 
-def _values(secrets: DeviceSecrets, policy_blob: bytes) -> dict[str, bytes]:
-    return {
-        "dev_id": secrets.dev_id,
-        "cose_key": secrets.cose_key,
-        "base_iv": secrets.base_iv,
-        "pseudo_key": secrets.pseudo_key,
-        "policy_key": secrets.policy_key,
-        "policy": policy_blob,
-    }
-
-
 # Device-side helpers, sent as code; every value goes in through repr().
 _READ = (
     """
@@ -135,7 +124,7 @@ def provision(
     policy_hash = hashlib.sha256(blob).hexdigest()
     registry.add_pending(secrets.dev_id, board.name, secrets, policy_hash, port)
     say("recorded %s as pending" % secrets.dev_id.hex())
-    values = _values(secrets, blob)
+    values = secrets.nvs_values(blob)
     write_device(link, values)
     say("written to NVS")
     _confirm(link, values)
@@ -156,7 +145,7 @@ def resume(
     """Settle a pending entry with its device at hand: "completed" or "rolled back"."""
     secrets = registry.secrets(dev_id)
     on_device = read_device(link)
-    values = _values(secrets, policy_blob_of(secrets))
+    values = secrets.nvs_values(policy_blob_of(secrets))
     mine = [k for k in _ORDER if on_device.get(k) is not None and on_device[k] == values[k]]
     if not mine:
         # None of this entry reached the device (it holds nothing, or an older complete

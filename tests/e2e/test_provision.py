@@ -115,14 +115,7 @@ def test_board_lost_mid_write_leaves_a_pending_entry_that_resume_settles(
 def test_write_device_then_confirm_detects_a_changed_value(make_vboard) -> None:
     vb = make_vboard()
     secrets = DeviceSecrets.generate()
-    values = {
-        "dev_id": secrets.dev_id,
-        "cose_key": secrets.cose_key,
-        "base_iv": secrets.base_iv,
-        "pseudo_key": secrets.pseudo_key,
-        "policy_key": secrets.policy_key,
-        "policy": _blob(secrets),
-    }
+    values = secrets.nvs_values(_blob(secrets))
     with open_link(vb.port) as link:
         write_device(link, values)
         assert read_device(link) == values
