@@ -76,9 +76,7 @@ class DeviceItem(pytest.Item):
     def runtest(self) -> None:
         board = load_board(self.config.getoption("--board"))
         tmp = self.config._tmp_path_factory.mktemp(self.name)  # type: ignore[attr-defined]
-        code = _RUNNER.format(
-            cwd=str(tmp), module=self.path.stem, name=self.name, marker=_PASS
-        )
+        code = _RUNNER.format(cwd=str(tmp), module=self.path.stem, name=self.name, marker=_PASS)
         result = run_code(code, board.heap_bytes, path=[DEVICE_TESTS, device_dir()])
         out = result.stdout.decode("utf-8", "replace")
         if result.returncode != 0 or _PASS not in out:
@@ -95,3 +93,16 @@ class DeviceItem(pytest.Item):
 
     def reportinfo(self):  # type: ignore[override]
         return self.path, None, f"{self.path.name}::{self.name} [micropython]"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`hardware` tests need a real board: skipped (and said so) unless EDGEVEIL_PORT is set.
+
+    A bare `pytest` therefore never opens a serial port.
+    """
+    if os.environ.get("EDGEVEIL_PORT"):
+        return
+    skip = pytest.mark.skip(reason="needs a real board: set EDGEVEIL_PORT=/dev/ttyUSB0")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
