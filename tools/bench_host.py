@@ -14,6 +14,8 @@ Figures are medians of N runs; the ratio is mpremote's time over edgeveil's.
 
 Flash (`bench_flash`, `tools/bench_host.py flash`): seconds to flash 1, 4 and 8 virtual
 boards at once through edgeveil.fleet, and boards per minute.
+
+Provision (`bench_provision`): the same for provisioning, with the scaling over one board.
 """
 
 from __future__ import annotations
@@ -309,7 +311,57 @@ def bench_flash(work: Path, n: int) -> None:
 
 # --- end flash ---
 
-SECTIONS: dict[str, Callable[[Path, int], None]] = {"deploy": bench_deploy, "flash": bench_flash}
+# --- provision ---
+
+
+def bench_provision(work: Path, n: int) -> None:
+    """`provision` (two-phase: registry pending, NVS write, read-back, active) on 1, 4 and
+    8 virtual boards at once through edgeveil.fleet, in-process; boards per minute and the
+    speed-up over one board. Each run provisions fresh boards' NVS again (--force)."""
+    from edgeveil.fleet import run_many
+    from edgeveil.link import open_link
+    from edgeveil.policy import default_policy
+    from edgeveil.provision import provision
+    from edgeveil.registry import Registry, init_registry
+
+    board = load_board(BOARD)
+    policy = default_policy()
+    db = init_registry(work / "bench-reg.db")
+    boards = [start_board(work, f"prov{i}") for i in range(8)]
+
+    def one(port: str, progress: object) -> None:
+        with Registry.open(db) as reg, open_link(port) as link:
+            provision(link, board, reg, policy, port, force=True)
+
+    try:
+        print(f"provision: board {BOARD}, virtual boards on ptys, median of {n}")
+        print(f"{'boards':>6} {'seconds':>8} {'boards/min':>11} {'vs 1 board':>11}")
+        base = 0.0
+        for count in (1, 4, 8):
+            ports = [b.port for b in boards[:count]]
+
+            def once(i: int, ports: list[str] = ports) -> float:
+                res = run_many(ports, one, "provision", quiet=True)
+                if not res.ok:
+                    raise SystemExit(f"provision failed: {res.failed[0].message}")
+                return res.seconds
+
+            secs = median(once, n)
+            rate = 60 * count / secs
+            base = base or rate
+            print(f"{count:>6} {secs:8.3f} {rate:11.0f} {rate / base:10.1f}x")
+    finally:
+        for i in range(8):
+            runner.stop(f"prov{i}", work / "state")
+
+
+# --- end provision ---
+
+SECTIONS: dict[str, Callable[[Path, int], None]] = {
+    "deploy": bench_deploy,
+    "flash": bench_flash,
+    "provision": bench_provision,
+}
 
 
 def main() -> None:
