@@ -252,6 +252,7 @@ class VirtualBoard:
         elif self.state == "running" and self.vm:
             if self._input_hold is not None:
                 self._input_hold += data
+                self._pass_interrupt()
             else:
                 self.vm.write(data)
 
@@ -413,14 +414,26 @@ class VirtualBoard:
             return
         lines = self.vm.ctl_lines()
         self._ctl_seen += lines
-        if b"end" in lines and self._vm_phase in ("starting", "prelude"):
-            self._vm_phase = "repl-wait"  # hold input until the REPL's prompt (_boot_step)
-            if self._input_hold is None:
-                self._input_hold = b""
-        elif b"up" in lines and self._vm_phase == "starting":
-            # The prelude runs: the VM's SIGINT handler is in place, Ctrl-C is safe now.
-            self._vm_phase = "prelude"
-            self._release_input()
+        # Input is held from the VM's start to its REPL's first prompt (_boot_step): the
+        # unix VM dies of a Ctrl-C that arrives where no code runs. Only while boot.py or
+        # main.py runs ("run" .. "idle") may a Ctrl-C through, to interrupt it as on a board.
+        for line in lines:
+            if line == b"run" and self._vm_phase in ("starting", "prelude"):
+                self._vm_phase = "user"
+                self._pass_interrupt()
+            elif line == b"idle" and self._vm_phase == "user":
+                self._vm_phase = "prelude"
+            elif line == b"end" and self._vm_phase != "repl":
+                self._vm_phase = "repl-wait"
+
+    def _pass_interrupt(self) -> None:
+        """While boot.py/main.py runs, let held input through up to its first Ctrl-C."""
+        held = self._input_hold
+        if self._vm_phase != "user" or not held or b"\x03" not in held or self.vm is None:
+            return
+        cut = held.index(b"\x03") + 1
+        self.vm.write(held[:cut])
+        self._input_hold = held[cut:]
 
     def _flow(self) -> None:
         """UART flow control: pause reading the VM while the pty client is behind."""
@@ -454,6 +467,12 @@ class VirtualBoard:
         while self._boot_filter:
             mark, keep_text = self._boot_filter[0]
             at = buf.find(mark)
+            if at < 0 and mark == READY_MARK and _PROMPT in buf:
+                # The REPL is up without the prelude's mark (a Ctrl-C cut it short):
+                # boot is over all the same; never wait for a mark that will not come.
+                self._boot_filter.pop(0)
+                self._boot_step(READY_MARK)
+                continue
             if at < 0:  # hold back only what could be the start of the mark
                 cut = len(buf) - _partial_suffix(buf, mark)
                 if keep_text:
@@ -473,12 +492,8 @@ class VirtualBoard:
     def _boot_step(self, mark: bytes) -> None:
         """The VM passed a point of its start: the prelude's end or its first prompt."""
         if mark == READY_MARK:
-            # From the prelude's end until the REPL reads, SIGINT would kill the unix VM
-            # (its handler is only installed while code runs): hold input until the prompt.
-            self._vm_phase = "repl-wait"
+            self._vm_phase = "repl-wait"  # input stays held until the prompt
             self.log("VM prelude done")
-            if self._input_hold is None:
-                self._input_hold = b""
         elif mark == _PROMPT:
             if self.repl_raw and self.vm:
                 self.vm.write(b"\x01")  # back into the raw REPL

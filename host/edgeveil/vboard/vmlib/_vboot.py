@@ -99,14 +99,18 @@ def _run(name):
         os.stat(name)
     except OSError:
         return
+    ctl = sys.modules["time"]._ctl
     try:
         with open(name) as f:
             src = f.read()
+        ctl.write(b"run\n")  # a Ctrl-C may reach the VM now: it interrupts this file
         exec(compile(src, name, "exec"), globals())
     except KeyboardInterrupt as e:
         sys.print_exception(e)
     except Exception as e:  # noqa: BLE001 - a board prints the traceback and goes on
         sys.print_exception(e)
+    finally:
+        ctl.write(b"idle\n")
 
 
 _KEEP = set(sys.modules)
@@ -136,16 +140,19 @@ def _soft_reset(sys=sys, gc=gc, keep=_KEEP):
 sys.atexit(_soft_reset)
 _raw = _boot()
 _KEEP.update(sys.modules)
-_run("boot.py")
-if not _raw and os.getenv("EDGEVEIL_VB_SKIP_MAIN") != "1":
-    _run("main.py")
-del _boot, _raw, _run
-gc.collect()
+try:
+    _run("boot.py")
+    if not _raw and os.getenv("EDGEVEIL_VB_SKIP_MAIN") != "1":
+        _run("main.py")
+    del _boot, _raw, _run
+    gc.collect()
+except KeyboardInterrupt:  # a Ctrl-C between the statements above: boot is over anyway
+    pass
 # The unix VM only handles SIGINT while it runs code: between this script's end and its
 # REPL a Ctrl-C would kill it. Tell the board to hold input now, and stay interruptible a
 # little longer so a Ctrl-C already on its way lands here, harmlessly.
-sys.modules["time"]._ctl.write(b"end\n")
 try:
+    sys.modules["time"]._ctl.write(b"end\n")
     sys.modules["time"]._rt.sleep_ms(50)
 except KeyboardInterrupt:
     pass
