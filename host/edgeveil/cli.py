@@ -656,6 +656,25 @@ def deploy_cmd(
     is_flag=True,
     help="settle this port's pending registry entries: complete them or roll them back",
 )
+@click.option(
+    "--factory",
+    is_flag=True,
+    help="blank board: firmware, an NVS image of the keys and a littlefs image of the code "
+    "in one esptool pass (needs --firmware)",
+)
+@click.option(
+    "--firmware",
+    "firmware_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="with --factory: the MicroPython firmware file",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="with --factory: also keep each device's nvs.bin, vfs.bin and flash_args in "
+    "DIR/<dev_id>/ (owner-only: the NVS image holds its keys)",
+)
 @_REGISTRY_OPTION
 @_KEY_FILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
@@ -666,6 +685,9 @@ def provision_cmd(
     policy_file: Path | None,
     force: bool,
     do_resume: bool,
+    factory: bool,
+    firmware_path: Path | None,
+    out_dir: Path | None,
     registry_path: Path | None,
     key_file: Path | None,
     as_json: bool,
@@ -679,12 +701,17 @@ def provision_cmd(
     reached the board) or rolls back (when none did); never a board whose keys the
     registry lacks. No secret is printed.
 
+    With --factory the board needs no MicroPython yet: the firmware, an NVS partition image
+    holding the keys and a littlefs image of the deployed code are written in one esptool
+    pass, verified, and the NVS partition read back before the entry is made active.
+
     \b
     Examples:
       edgeveil init                                   # once: registry and master key
       edgeveil provision --port /dev/ttyUSB0 --policy shop.toml
       edgeveil provision --ports auto --policy shop.toml --json
       edgeveil provision --port /dev/ttyUSB0 --policy shop.toml --resume
+      edgeveil provision --factory --firmware fw.bin --port /dev/ttyUSB0 --out images/
     """
     from .boards import load_board
     from .link import open_link
@@ -693,6 +720,10 @@ def provision_cmd(
 
     if (port is None) == (ports_spec is None):
         raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
+    if (factory or out_dir) and do_resume:
+        raise click.UsageError("--resume settles pending entries; it takes no --factory/--out")
+    if factory != (firmware_path is not None) or (out_dir and not factory):
+        raise click.UsageError("--factory needs --firmware F.bin (and --out only goes with it)")
     b = load_board(board)
     policy = load_policy_file(policy_file) if policy_file else default_policy()
 
@@ -703,6 +734,14 @@ def provision_cmd(
     key_path = key_file or group.get("key_file")
 
     def work(p: str, progress: Any) -> dict[str, Any]:
+        if factory:
+            from .factory import provision_factory, report_json
+
+            assert firmware_path is not None
+            with Registry.open(reg_path, key_path=key_path) as reg:
+                return report_json(
+                    provision_factory(p, b, reg, policy, firmware_path, out_dir=out_dir)
+                )
         with Registry.open(reg_path, key_path=key_path) as reg, open_link(p) as link:
             if do_resume:
                 done = {}
@@ -728,6 +767,20 @@ def provision_cmd(
             click.echo(
                 "%s: %s"
                 % (port, ", ".join("%s %s" % kv for kv in settled.items()) or "nothing pending")
+            )
+        elif factory:
+            click.echo(
+                "%s: factory-provisioned %s (%s), firmware + keys + code %s in one pass, "
+                "%.1f KiB verified, %.2f s%s"
+                % (
+                    port,
+                    out["dev_id"],
+                    out["board"],
+                    out["code_hash"][:16],
+                    out["bytes_written"] / 1024,
+                    out["seconds"],
+                    ", images in %s" % out["out_dir"] if out["out_dir"] else "",
+                )
             )
         else:
             click.echo(

@@ -130,6 +130,11 @@ def provision(
     _confirm(link, values)
     registry.activate(secrets.dev_id)
     say("confirmed and active")
+    if held is not None and held != secrets.dev_id:
+        try:
+            registry.mark_wiped(held)  # the board no longer holds the old keys
+        except EdgeveilError:
+            pass  # a device this registry never knew
     return ProvisionReport(
         secrets.dev_id.hex(), board.name, port, policy_hash, "active", time.monotonic() - t0
     )

@@ -357,6 +357,15 @@ class Registry:
         """
         self._transition(dev_id, ("pending", "active", "revoked"), "revoked")
 
+    def mark_wiped(self, dev_id: bytes | str) -> None:
+        """active or revoked -> wiped: the device's keys were replaced on the board (its old
+        messages still decrypt with the kept keys); idempotent.
+
+        Raises:
+            RegistryError: unknown device, or it is pending.
+        """
+        self._transition(dev_id, ("active", "revoked", "wiped"), "wiped")
+
     def delete_pending(self, dev_id: bytes | str) -> None:
         """Remove a pending device (rolls back a provisioning that did not complete).
 

@@ -43,6 +43,11 @@ def test_provision_writes_nvs_reads_back_and_activates(make_vboard, tmp_path: Pa
         assert rec.status == "active" and rec.board == BOARD.name
         with pytest.raises(ProvisionError, match="already provisioned"):
             provision(link, BOARD, reg, default_policy(), vb.port)
+        again = provision(link, BOARD, reg, default_policy(), vb.port, force=True)
+        assert reg.get(report.dev_id).status == "wiped"
+        assert reg.get(again.dev_id).status == "active"
+        # back to the first keys for the checks below
+        write_device(link, secrets.nvs_values(_blob(secrets)))
     vb.stop()
     veil = _nvs_on_flash(vb)["veil"]  # an independent reader of ESP-IDF's NVS format
     assert veil["dev_id"] == secrets.dev_id and veil["cose_key"] == secrets.cose_key
