@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import base64
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any
 
@@ -137,7 +138,7 @@ def hash_code(path: str) -> str:
     ) % path
 
 
-class Link:
+class Link(ABC):
     """A session with one board's MicroPython REPL. Use `open_link` to make one."""
 
     via = ""
@@ -149,12 +150,13 @@ class Link:
 
     # --- what a transport provides -------------------------------------------------------
 
+    @abstractmethod
     def _run(self, code: bytes, timeout: float) -> tuple[bytes, bytes]:
         """Run `code` in the raw REPL; (stdout, stderr). Raises LinkError."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _close_transport(self) -> None:
-        raise NotImplementedError
+        """Leave the raw REPL and close the port; never raises."""
 
     # --- the interface -------------------------------------------------------------------
 

@@ -213,53 +213,74 @@ class _MpremoteTransport(SerialTransport):
         return _read_until(self.serial, ending, timeout, data_consumer, timeout_overall)
 
 
-class SerialLink(Link):
-    """A link through mpremote's `SerialTransport` (raw-paste mode)."""
+class _RawReplLink(Link):
+    """What both transports share once open: `self._board` is the library's object (it has
+    `.serial`, `exec_raw`, `exit_raw_repl`, `close`); subclasses name the errors it raises."""
 
-    via = "mpremote"
+    _board: Any
+    _timeout_error: type[Exception]
+    _lost_errors: tuple[type[Exception], ...] = (serial.SerialException, OSError)
 
-    def __init__(self, port: str, connect_timeout: float = 10.0) -> None:
-        super().__init__(port)
+    def _enter(self, port: str, connect_timeout: float) -> None:
+        """Buffer the opened port and get the board to its raw REPL prompt."""
         try:
-            self._t = _MpremoteTransport(port, baudrate=115200, exclusive=True, timeout=_READ_S)
-        except (TransportError, serial.SerialException, OSError) as exc:
-            raise _open_error(port, exc) from exc
-        try:
-            _set_write_timeout(self._t.serial)
-            self._t.serial = _Buffered(self._t.serial)
-            _enter_raw_repl(self._t.serial, port, connect_timeout)
+            self._prepare(port)
+            self._board.serial = _Buffered(self._board.serial)
+            _enter_raw_repl(self._board.serial, port, connect_timeout)
         except (serial.SerialException, OSError) as exc:
             self._drop()
             raise _lost(port, exc) from exc
         except LinkError:
             self._drop()
             raise
-        self._t.in_raw_repl = True
+
+    def _prepare(self, port: str) -> None:
+        """Settings on the raw port before it is buffered."""
+        _set_write_timeout(self._board.serial)
 
     def _run(self, code: bytes, timeout: float) -> tuple[bytes, bytes]:
         try:
-            out, err = self._t.exec_raw(code, timeout=timeout)
-        except TransportError as exc:
-            _resync(self._t.serial)
+            out, err = self._board.exec_raw(code, timeout=timeout)
+        except self._timeout_error as exc:
+            _resync(self._board.serial)
             raise LinkError(
                 f"{self.port}: the board did not answer within {timeout:g} s ({exc})", self.port
             ) from exc
-        except (serial.SerialException, OSError, struct.error) as exc:
+        except self._lost_errors as exc:
             raise _lost(self.port, exc) from exc
         return bytes(out), bytes(err)
 
     def _drop(self) -> None:
         try:
-            self._t.serial.close()
+            self._board.serial.close()
         except (serial.SerialException, OSError):
             pass
 
     def _close_transport(self) -> None:
         try:
-            self._t.exit_raw_repl()
-            self._t.close()
+            self._board.exit_raw_repl()
+            self._board.close()
         except (serial.SerialException, OSError):
             self._drop()
+
+
+class SerialLink(_RawReplLink):
+    """A link through mpremote's `SerialTransport` (raw-paste mode)."""
+
+    via = "mpremote"
+    _timeout_error = TransportError
+    _lost_errors = (serial.SerialException, OSError, struct.error)
+
+    def __init__(self, port: str, connect_timeout: float = 10.0) -> None:
+        super().__init__(port)
+        try:
+            self._board = _MpremoteTransport(
+                port, baudrate=115200, exclusive=True, timeout=_READ_S
+            )
+        except (TransportError, serial.SerialException, OSError) as exc:
+            raise _open_error(port, exc) from exc
+        self._enter(port, connect_timeout)
+        self._board.in_raw_repl = True
 
 
 # --- ampy ------------------------------------------------------------------------------------
@@ -276,53 +297,23 @@ class _AmpyBoard(Pyboard):
         return _read_until(self.serial, ending, timeout, data_consumer)
 
 
-class AmpyLink(Link):
+class AmpyLink(_RawReplLink):
     """A link through adafruit-ampy's `Pyboard` (plain raw REPL)."""
 
     via = "ampy"
+    _timeout_error = PyboardError
 
     def __init__(self, port: str, connect_timeout: float = 10.0) -> None:
         super().__init__(port)
         if "://" in port:
             raise LinkError(f"{port}: ampy opens device paths only; use --via mpremote", port)
         try:
-            self._pb = _AmpyBoard(port)
+            self._board = _AmpyBoard(port)
         except (PyboardError, serial.SerialException, OSError) as exc:
             raise _open_error(port, exc) from exc
-        try:
-            self._pb.serial.timeout = _READ_S
-            _set_write_timeout(self._pb.serial)
-            _flock(self._pb.serial, port)
-            self._pb.serial = _Buffered(self._pb.serial)
-            _enter_raw_repl(self._pb.serial, port, connect_timeout)
-        except (serial.SerialException, OSError) as exc:
-            self._drop()
-            raise _lost(port, exc) from exc
-        except LinkError:
-            self._drop()
-            raise
+        self._enter(port, connect_timeout)
 
-    def _run(self, code: bytes, timeout: float) -> tuple[bytes, bytes]:
-        try:
-            out, err = self._pb.exec_raw(code, timeout=timeout)
-        except PyboardError as exc:
-            _resync(self._pb.serial)
-            raise LinkError(
-                f"{self.port}: the board did not answer within {timeout:g} s ({exc})", self.port
-            ) from exc
-        except (serial.SerialException, OSError) as exc:
-            raise _lost(self.port, exc) from exc
-        return bytes(out), bytes(err)
-
-    def _drop(self) -> None:
-        try:
-            self._pb.serial.close()
-        except (serial.SerialException, OSError):
-            pass
-
-    def _close_transport(self) -> None:
-        try:
-            self._pb.exit_raw_repl()
-            self._pb.close()
-        except (serial.SerialException, OSError):
-            self._drop()
+    def _prepare(self, port: str) -> None:
+        self._board.serial.timeout = _READ_S
+        super()._prepare(port)
+        _flock(self._board.serial, port)  # ampy opens without pyserial's exclusive lock
