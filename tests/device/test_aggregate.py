@@ -1,8 +1,8 @@
 # Aggregators (device/veil/aggregate.py), in the MicroPython VM. Expected values are
 # computed by hand in the comments.
-import struct
 
 import micropython
+from aggtest import raises as _raises
 from veil import VeilError
 from veil.aggregate import (
     AggregateError,
@@ -13,23 +13,6 @@ from veil.aggregate import (
     Min,
     Sum,
 )
-
-KEY_A = b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
-KEY_B = b"edgeveil-test-kB"
-
-
-def _raises(fn, *args):
-    try:
-        fn(*args)
-    except AggregateError:
-        return True
-    return False
-
-
-def _mac(i):
-    # A 6-byte BLE-address-like id.
-    return struct.pack(">HI", 0xC0DE, i)
-
 
 # --- Count, Sum, Min, Max, Mean ----------------------------------------------------
 

@@ -2,27 +2,12 @@
 # min(exact count, bound) in every window, DistinctSketch a HyperLogLog estimate in every
 # window; neither switches between the two with the data.
 import gc
-import struct
 
 import micropython
-from veil.aggregate import AggregateError
+from aggtest import KEY_A, KEY_B
+from aggtest import mac as _mac
+from aggtest import raises as _raises
 from veil.distinct import Distinct, DistinctSketch
-
-KEY_A = b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
-KEY_B = b"edgeveil-test-kB"
-
-
-def _raises(fn, *args):
-    try:
-        fn(*args)
-    except AggregateError:
-        return True
-    return False
-
-
-def _mac(i):
-    # A 6-byte BLE-address-like id.
-    return struct.pack(">HI", 0xC0DE, i)
 
 
 def test_distinct_exact_with_duplicates():
