@@ -459,15 +459,19 @@ class _ByteBar:
             self.bar.__exit__(None, None, None)
 
 
-@cli.command("flash")
-@click.option("--board", required=True, help="board file name (see `edgeveil boards`)")
-@click.option("--port", help="one board's serial port (/dev/ttyUSB0, rfc2217://host:port)")
-@click.option(
+# Shared by flash, deploy and provision: the jig form of --port.
+_PORTS_OPTION = click.option(
     "--ports",
     "ports_spec",
     metavar="P1,P2,...|auto",
     help="many boards in parallel; auto = running virtual boards, /dev/ttyUSB*, /dev/ttyACM*",
 )
+
+
+@cli.command("flash")
+@click.option("--board", required=True, help="board file name (see `edgeveil boards`)")
+@click.option("--port", help="one board's serial port (/dev/ttyUSB0, rfc2217://host:port)")
+@_PORTS_OPTION
 @click.option(
     "--firmware",
     "firmware_path",
@@ -545,12 +549,7 @@ def flash_cmd(
 
 @cli.command("deploy")
 @click.option("--port", help="one board's serial port (/dev/ttyUSB0, /dev/pts/N, rfc2217://...)")
-@click.option(
-    "--ports",
-    "ports_spec",
-    metavar="P1,P2,...|auto",
-    help="many boards in parallel; auto = running virtual boards, /dev/ttyUSB*, /dev/ttyACM*",
-)
+@_PORTS_OPTION
 @click.option(
     "--board",
     help="board file name; the device's .mpy arch must be the board's (default: the device's)",
@@ -641,7 +640,7 @@ def deploy_cmd(
 
 @cli.command("provision")
 @click.option("--port", help="one board's serial port")
-@click.option("--ports", "ports_spec", metavar="P1,P2,...|auto", help="many boards in parallel")
+@_PORTS_OPTION
 @click.option("--board", default="esp32-generic", show_default=True, help="board file name")
 @click.option(
     "--policy",
