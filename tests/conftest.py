@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgeveil.boards import load_board
@@ -106,3 +108,89 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+# --- Mosquitto: a real MQTT broker on loopback, one per test -------------------------------
+
+_MOSQUITTO_MISSING = (
+    "mosquitto (the MQTT broker, Debian package `mosquitto`) is not installed: run .ci/run "
+    "as root, or `apt-get install mosquitto`; it is /usr/sbin/mosquitto, off a user's PATH"
+)
+
+
+class Mosquitto:
+    """A Mosquitto broker on 127.0.0.1:`port` (anonymous, no persistence) for one test.
+
+    `kill()` is a crash (SIGKILL); `start()` brings it back on the same port.
+    """
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        import socket
+
+        self.binary, self.workdir = binary, workdir
+        self.host = "127.0.0.1"
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            "listener %d %s\nallow_anonymous true\npersistence false\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+            % (self.port, self.host)
+        )
+        self.log = workdir / "mosquitto.log"
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return "%s:%d" % (self.host, self.port)
+
+    def start(self, timeout: float = 10.0) -> None:
+        import socket
+        import subprocess
+        import time
+
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail("mosquitto did not start:\n" + self.log.read_text())
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:  # noqa: BLE001 - it would not stop: kill it
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A running Mosquitto on a free loopback port; fails (never skips) if not installed."""
+    import shutil
+
+    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+    if binary is None:
+        pytest.fail(_MOSQUITTO_MISSING)
+    broker = Mosquitto(binary, tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

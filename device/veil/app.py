@@ -2,6 +2,7 @@
 
     from veil import app
     app.run(esp32.NVS("veil"), events, transport="serial", state=".")
+    app.run(nvs, events, transport=MqttTransport("10.0.0.2", 1883, dev_id))
 
 Before the first sample, `start` checks that every key is provisioned, that the policy is
 present, authentic, for this device and well-formed, and that the message counter and the
@@ -19,13 +20,19 @@ from veil.transport import get as get_transport
 
 
 def start(nvs, transport="serial", state=".", sampler=None):
-    """A ready Pipeline, or None after printing why the device refuses to send."""
+    """A ready Pipeline, or None after printing why the device refuses to send.
+
+    `transport` is a registered transport's name ("serial", made with no arguments) or a
+    ready transport object with `send(msg)`, such as `MqttTransport(host, port, dev_id)`.
+    """
     try:
         k = keys.load(nvs)
         pol = policy.load(k.policy, k.policy_key, k.dev_id)
         counter = Counter(state + "/veil.ctr")
         budget = Budget(state + "/veil.eps", pol.period, pol.eps_period)
-        egress = Egress(k, counter, get_transport(transport)())
+        if isinstance(transport, str):
+            transport = get_transport(transport)()
+        egress = Egress(k, counter, transport)
         gc.collect()
         gc.collect()  # the pipeline's buffers are the largest blocks: make them on a clean heap
         return Pipeline(pol, k, budget, egress, sampler)

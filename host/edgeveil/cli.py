@@ -1,5 +1,7 @@
 """The `edgeveil` command line: a thin layer over the library.
 
+Commands live here and in cli_*.py (one module per larger command), added to `cli` below.
+
 Exit codes: 0 success, 1 findings (verify), 2 edgeveil refused or could not do the work
 (bad input, missing tool; the message says which), 3 internal error (a bug: please report).
 """
@@ -15,6 +17,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .cli_common import KEY_FILE_OPTION, REGISTRY_OPTION, open_registry
 from .errors import EdgeveilError
 
 
@@ -223,32 +226,10 @@ def vboard_firmware(board: str, out: Path) -> None:
 
 # --- registry (edgeveil init, edgeveil registry ...) ---
 
-_REGISTRY_OPTION = click.option(
-    "--registry",
-    "registry_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="registry database [env EDGEVEIL_REGISTRY; default ./edgeveil-registry.db]",
-)
-_KEY_FILE_OPTION = click.option(
-    "--key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="master key file [default <registry>.key; EDGEVEIL_MASTER_KEY holds the key as hex]",
-)
-
-
-def _open_registry(registry_path: Path | None, key_file: Path | None) -> Any:
-    """The registry named on the command (or on `registry`, or by the environment)."""
-    from .registry import Registry
-
-    group = click.get_current_context().find_object(dict) or {}
-    return Registry.open(
-        registry_path or group.get("registry_path"), key_path=key_file or group.get("key_file")
-    )
-
 
 @cli.command("init")
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 def init_cmd(registry_path: Path | None, key_file: Path | None) -> None:
     """Create a device registry and its master key (refuses to overwrite either).
 
@@ -276,8 +257,8 @@ def init_cmd(registry_path: Path | None, key_file: Path | None) -> None:
 
 
 @cli.group("registry")
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 @click.pass_context
 def registry_group(ctx: click.Context, registry_path: Path | None, key_file: Path | None) -> None:
     """The device registry: devices, their status, and their keys wrapped under a master key.
@@ -309,13 +290,13 @@ def _show_record(rec: Any) -> None:
     help="only devices with this status",
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 def registry_list(
     status: str | None, as_json: bool, registry_path: Path | None, key_file: Path | None
 ) -> None:
     """List devices (no secrets), oldest first."""
-    with _open_registry(registry_path, key_file) as reg:
+    with open_registry(registry_path, key_file) as reg:
         recs = reg.list(status)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in recs], indent=2))
@@ -335,13 +316,13 @@ def registry_list(
 @registry_group.command("show")
 @click.argument("dev_id")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 def registry_show(
     dev_id: str, as_json: bool, registry_path: Path | None, key_file: Path | None
 ) -> None:
     """Show one device (DEV_ID in hex): board, status, hashes, last counter. No secrets."""
-    with _open_registry(registry_path, key_file) as reg:
+    with open_registry(registry_path, key_file) as reg:
         rec = reg.get(dev_id)
     if as_json:
         click.echo(json.dumps(rec.to_json(), indent=2))
@@ -351,11 +332,11 @@ def registry_show(
 
 @registry_group.command("revoke")
 @click.argument("dev_id")
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 def registry_revoke(dev_id: str, registry_path: Path | None, key_file: Path | None) -> None:
     """Revoke a device: its keys are no longer exported and its messages not accepted."""
-    with _open_registry(registry_path, key_file) as reg:
+    with open_registry(registry_path, key_file) as reg:
         before = reg.get(dev_id).status
         reg.revoke(dev_id)
     click.echo(f"revoked {dev_id.lower()}" + (f" (was {before})" if before != "revoked" else ""))
@@ -381,8 +362,8 @@ def registry_revoke(dev_id: str, registry_path: Path | None, key_file: Path | No
     type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
     help="write here (a new file, mode 0600 with secrets) instead of stdout",
 )
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 def registry_export(
     fmt: str,
     include_secrets: bool,
@@ -411,7 +392,7 @@ def registry_export(
     to_stdout = output is None or str(output) == "-"
     if to_stdout and (include_secrets or fmt == "cose-key") and sys.stdout.isatty():
         raise RegistryError("refusing to write keys to a terminal: use -o FILE or a pipe")
-    with _open_registry(registry_path, key_file) as reg:
+    with open_registry(registry_path, key_file) as reg:
         selected = list(devices) or None
         if fmt == "cose-key":
             data = export_cose_keys(reg, selected, include_secrets=True)
@@ -674,8 +655,8 @@ def deploy_cmd(
     help="with --factory: also keep each device's nvs.bin, vfs.bin and flash_args in "
     "DIR/<dev_id>/ (owner-only: the NVS image holds its keys)",
 )
-@_REGISTRY_OPTION
-@_KEY_FILE_OPTION
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
 def provision_cmd(
     port: str | None,
@@ -799,10 +780,21 @@ def provision_cmd(
 # --- end provision ---
 
 
+def _add_commands() -> None:
+    from .cli_capture import capture_cmd
+    from .cli_verify import verify_cmd
+
+    cli.add_command(verify_cmd)
+    cli.add_command(capture_cmd)
+
+
+_add_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and maps errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="edgeveil", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="edgeveil", standalone_mode=False)
     except EdgeveilError as exc:
         click.echo(f"edgeveil: {exc}", err=True)
         return exc.exit_code
@@ -812,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return 2
-    return 0
+    # A command that ends with ctx.exit(code) (verify: 1 = findings) returns its code here.
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

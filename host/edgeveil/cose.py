@@ -171,28 +171,23 @@ def _int_labels(m: dict[Any, Any], allowed: tuple[int, ...], what: str) -> None:
             raise DecodeError(f"{what}: unexpected label {label!r}")
 
 
-def decrypt0(
-    key: bytes,
-    base_iv: bytes,
-    msg: bytes,
-    kid: bytes | None = None,
-    external_aad: bytes = b"",
-) -> Decrypted:
-    """Authenticate and decrypt a device's COSE_Encrypt0.
+class Encrypt0(NamedTuple):
+    """A parsed, not yet authenticated COSE_Encrypt0: key id, Partial IV, ciphertext."""
 
-    Args:
-        key: the device's 16-byte COSE key.
-        base_iv: the device's 13-byte Base IV.
-        msg: the whole message (tag 16 included); nothing may follow it.
-        kid: if given, the message's kid must equal it.
-        external_aad: external AAD the sender bound (none for device reports).
+    kid: bytes
+    partial_iv: bytes
+    ciphertext: bytes
 
-    Returns:
-        Decrypted(kid, counter, plaintext).
+    @property
+    def counter(self) -> int:
+        return int.from_bytes(self.partial_iv, "big")
+
+
+def parse_encrypt0(msg: bytes) -> Encrypt0:
+    """Check the shape of a device's COSE_Encrypt0 and return its parts, decrypting nothing.
 
     Raises:
-        DecodeError: not a COSE_Encrypt0 of the accepted shape.
-        CryptoError: wrong kid, key or Base IV, or a tampered message.
+        DecodeError: not a COSE_Encrypt0 of the accepted shape (the message says where).
     """
     r = _Reader(msg)
     r.head(_TAG_ENCRYPT0, "COSE_Encrypt0 tag 16")
@@ -205,21 +200,51 @@ def decrypt0(
     if _H_IV in uhdr:
         raise DecodeError("IV (label 5) is not accepted beside the Partial IV")
     _int_labels(uhdr, (_H_KID, _H_PARTIAL_IV), "unprotected header")
-    got_kid = _bstr(uhdr.get(_H_KID), "kid (label 4)")
+    kid = _bstr(uhdr.get(_H_KID), "kid (label 4)")
     piv = _bstr(uhdr.get(_H_PARTIAL_IV), "Partial IV (label 6)")
-    if not got_kid:
+    if not kid:
         raise DecodeError("kid is empty")
     if not 1 <= len(piv) <= 5 or (len(piv) > 1 and piv[0] == 0):
         raise DecodeError("Partial IV must be 1..5 bytes without leading zeros")
-    if kid is not None and not hmac.compare_digest(got_kid, bytes(kid)):
-        raise CryptoError("kid mismatch")
     if len(ct) < TAG_LEN:
         raise DecodeError("ciphertext shorter than the tag")
+    return Encrypt0(kid, piv, ct)
+
+
+def decrypt0(
+    key: bytes,
+    base_iv: bytes,
+    msg: bytes | Encrypt0,
+    kid: bytes | None = None,
+    external_aad: bytes = b"",
+) -> Decrypted:
+    """Authenticate and decrypt a device's COSE_Encrypt0.
+
+    Args:
+        key: the device's 16-byte COSE key.
+        base_iv: the device's 13-byte Base IV.
+        msg: the whole message (tag 16 included; nothing may follow it), or its parts
+            from parse_encrypt0.
+        kid: if given, the message's kid must equal it.
+        external_aad: external AAD the sender bound (none for device reports).
+
+    Returns:
+        Decrypted(kid, counter, plaintext).
+
+    Raises:
+        DecodeError: not a COSE_Encrypt0 of the accepted shape.
+        CryptoError: wrong kid, key or Base IV, or a tampered message.
+    """
+    parts = msg if isinstance(msg, Encrypt0) else parse_encrypt0(msg)
+    if kid is not None and not hmac.compare_digest(parts.kid, bytes(kid)):
+        raise CryptoError("kid mismatch")
     try:
-        pt = _aesccm(key).decrypt(nonce_for(base_iv, piv), ct, _enc_structure(external_aad))
+        pt = _aesccm(key).decrypt(
+            nonce_for(base_iv, parts.partial_iv), parts.ciphertext, _enc_structure(external_aad)
+        )
     except InvalidTag as exc:
         raise CryptoError("COSE_Encrypt0 authentication failed") from exc
-    return Decrypted(got_kid, int.from_bytes(piv, "big"), pt)
+    return Decrypted(parts.kid, parts.counter, pt)
 
 
 def _mac(key: bytes, protected: bytes, payload: bytes) -> bytes:

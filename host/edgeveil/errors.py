@@ -20,6 +20,9 @@ else is a bug in edgeveil and gets a traceback.
                                     (port missing or busy, no REPL answer, device traceback)
       DeployError                   deploy refused or could not complete (mpy version or
                                     arch mismatch, a file that does not verify)
+      CaptureError                  a capture file is missing or has no header, or a capture
+                                    source (serial port, MQTT broker, dump file) cannot be
+                                    opened or was lost
 """
 
 
@@ -84,3 +87,10 @@ class DeployError(EdgeveilError):
     """`deploy` refused or could not complete on one port: the device's .mpy version or
     architecture does not match, or a written file did not verify. The board keeps running
     the version it had."""
+
+
+class CaptureError(EdgeveilError):
+    """A capture file is missing or its first line is not a capture header, or a capture
+    source could not be used: the serial port cannot be opened or was lost, the MQTT broker
+    is unreachable, refused the subscription or went away, the dump file cannot be read.
+    Records already written stay in the capture file."""
