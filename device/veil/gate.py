@@ -16,7 +16,7 @@ Raw values, distinct-count registers and per-sample data never reach a Report.
 """
 
 from veil import T0, VeilError
-from veil.policy import DISTINCT
+from veil.policy import DISTINCT, HISTS
 from veil.privacy import clamp, generalize
 
 _SEAL = object()  # only this module can make a Report egress accepts
@@ -45,7 +45,7 @@ def sealed(report):
 
 def _release(f, agg, pool, num, den):
     """[(name, value)] for one field, each value noised from `pool` at scale num/den."""
-    if f.agg == "hist":
+    if f.agg in HISTS:  # hist, dwell: noise on every bin
         out = []
         for i, c in enumerate(agg.result()):
             v = max(0, c + pool.take(num, den))

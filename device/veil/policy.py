@@ -15,12 +15,16 @@ from veil.cbor import CBORError, loads
 from veil.cose import mac0_verify
 from veil.crypto import CryptoError
 
-AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch")
+AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch", "dwell")
 DISTINCT = ("distinct", "distinct_sketch")
+HISTS = ("hist", "dwell")  # released as one number per bin
+KEYED = ("distinct", "distinct_sketch", "dwell")  # ids hashed under a key made per window
 _RANGED = ("sum", "min", "max", "mean")
 _MAX_BOUND = 2000  # distinct-count exact bound: 8-byte hashes in 1.5x slots fit the heap
 _MAX_SKETCH_BOUND = 1 << 24  # distinct_sketch: largest estimate released
 _MAX_M = 4096  # distinct_sketch registers (bytes of RAM)
+_MAX_DWELL_BOUND = 1000  # dwell: 18 bytes of RAM per id (veil.dwell)
+_MAX_DWELL_S = 1 << 24  # dwell edges: seconds within a window (windows are shorter)
 _MAX_BINS = 32
 
 
@@ -48,18 +52,23 @@ class FieldPolicy:
                 raise PolicyError("%s: lo must be below hi" % where)
             allowed += ["lo", "hi"]
         self.edges = None
-        if self.agg == "hist":
+        if self.agg in HISTS:
             edges = d.get("edges")
             if type(edges) is not list or not 1 <= len(edges) < _MAX_BINS:
                 raise PolicyError("%s.edges: 1..%d integers required" % (where, _MAX_BINS - 1))
             for i, e in enumerate(edges):
                 if type(e) is not int or (i and e <= edges[i - 1]):
                     raise PolicyError("%s.edges: strictly increasing integers required" % where)
+            if self.agg == "dwell" and not 0 < edges[0] <= edges[-1] < _MAX_DWELL_S:
+                raise PolicyError("%s.edges: seconds 1..%d required" % (where, _MAX_DWELL_S - 1))
             self.edges = edges
             allowed.append("edges")
         self.bound = self.m = 0
         if self.agg == "distinct":  # min(exact count, bound)
             self.bound = _int(d, "bound", where, 1, _MAX_BOUND)
+            allowed.append("bound")
+        elif self.agg == "dwell":  # dwell histogram of the first `bound` ids of a window
+            self.bound = _int(d, "bound", where, 1, _MAX_DWELL_BOUND)
             allowed.append("bound")
         elif self.agg == "distinct_sketch":  # min(HyperLogLog estimate, bound), always
             self.bound = _int(d, "bound", where, 1, _MAX_SKETCH_BOUND)

@@ -9,8 +9,11 @@ Order, so that no board ever holds keys the registry lacks and a refusal costs n
 1. The firmware file is checked for the board (`flash.load_firmware`: a wrong-chip image
    is refused here, before any secret exists or the registry is touched).
 2. The code image: `deploy.image_files(board)` (what a first deploy leaves: slot `a`, its
-   manifest, `/app/current`, the loader's boot.py and main.py) as a littlefs image of the
-   board's `vfs` partition (`lfs.make_vfs_image`).
+   manifest, `/app/current`, the loader's boot.py and main.py) and the message counter
+   record (`/veil.ctr` at counter 0, `provision.counter_record`: the device refuses to
+   send without it) as a littlefs image of the board's `vfs` partition
+   (`lfs.make_vfs_image`). The image replaces the whole filesystem: a board that had a
+   counter gets a new one together with new keys, so no nonce is ever reused.
 3. The secrets are generated, the policy compiled and authenticated for this device, and
    the NVS image of namespace "veil" built (`nvs.make_nvs`, ESP-IDF's own generator) at
    the size of the board's `nvs` partition.
@@ -57,7 +60,7 @@ from .lfs import make_vfs_image, vfs_partition
 from .nvs import make_nvs, read_nvs
 from .partitions import find_partition
 from .policy import compile_policy
-from .provision import NAMESPACE, ProvisionError
+from .provision import COUNTER_PATH, NAMESPACE, ProvisionError, counter_record
 
 Say = Callable[[str], None]
 
@@ -133,6 +136,7 @@ def provision_factory(
     nvs_part = find_partition(board.partitions, "nvs")
     vfs_part = vfs_partition(board)
     files, code_hash = image_files(board, src)
+    files[COUNTER_PATH] = counter_record()
     vfs_image = make_vfs_image(files, vfs_part.size)
     say("code image: %d files, code %s" % (len(files), code_hash[:16]))
 

@@ -19,8 +19,10 @@ import cbor2
 from .cose import mac0_create
 from .errors import EdgeveilError
 
-AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch")
+AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch", "dwell")
 MAX_EXACT_BOUND = 2000  # veil.policy: the exact set's memory on a 100 KiB heap
+MAX_DWELL_BOUND = 1000  # veil.policy: 18 bytes of RAM per id (veil.dwell)
+MAX_BINS = 32  # veil.policy: at most 31 edges
 MAX_SKETCH_BOUND = 1 << 24
 MAX_SKETCH_M = 4096
 
@@ -79,8 +81,38 @@ def check_policy(data: dict[str, Any], where: str) -> dict[str, Any]:
                     f"{where}: streams.{sname}.fields.{fname}.eps must be a positive "
                     "integer (milli-epsilon per window)"
                 )
-            _check_distinct(field, f"{where}: streams.{sname}.fields.{fname}")
+            at = f"{where}: streams.{sname}.fields.{fname}"
+            _check_distinct(field, at)
+            if field["agg"] == "dwell":
+                _check_dwell(field, stream.get("window"), at)
     return data
+
+
+def _check_dwell(field: dict[str, Any], window: Any, where: str) -> None:
+    # Mirrors veil.policy.FieldPolicy for agg = "dwell" (docs/policy.md), and refuses bins
+    # no window can fill: a dwell inside a window is at most window - 1 seconds.
+    bound = field.get("bound")
+    if type(bound) is not int or not 1 <= bound <= MAX_DWELL_BOUND:
+        raise PolicyError(
+            f"{where}.bound must be an integer in 1..{MAX_DWELL_BOUND}, got {bound!r}"
+        )
+    edges = field.get("edges")
+    if (
+        not isinstance(edges, list)
+        or not 1 <= len(edges) < MAX_BINS
+        or any(type(e) is not int for e in edges)
+        or any(b <= a for a, b in zip(edges, edges[1:], strict=False))
+        or edges[0] < 1
+    ):
+        raise PolicyError(
+            f"{where}.edges must be 1..{MAX_BINS - 1} strictly increasing whole seconds "
+            f">= 1, got {edges!r}"
+        )
+    if type(window) is int and edges[-1] >= window:
+        raise PolicyError(
+            f"{where}.edges: {edges[-1]} s is not below the stream's window ({window} s): "
+            "a dwell within one window never reaches it, so that bin would always be empty"
+        )
 
 
 def _check_distinct(field: dict[str, Any], where: str) -> None:

@@ -8,8 +8,16 @@ Two phases, so that no device ever holds keys the registry lacks:
 1. the secrets are generated on the host and recorded in the registry as `pending`
    (wrapped under the master key) before anything reaches the device;
 2. they are written to NVS namespace "veil" (the policy and keys first, `dev_id` last, so
-   a device that has a dev_id has everything), committed, and read back; only when every
-   value read back matches does the registry entry become `active`.
+   a device that has a dev_id has everything), committed, and read back; then the message
+   counter record is created on the board's filesystem if it has none (`ensure_counter`);
+   only when every value read back matches and the counter record is sound does the
+   registry entry become `active`.
+
+The counter record (`/veil.ctr`, veil.egress.Counter, in veil.store's format) holds the
+next COSE message counter; the device refuses to send without it. An existing record is
+never reset, not even by `force`: a counter that went back would reuse nonces. (The
+epsilon budget record, `/veil.eps`, needs no provisioning: the device reads a missing one
+as "nothing spent yet" and writes it at its first release.)
 
 A run killed anywhere leaves either nothing, or a `pending` entry that `resume()` settles
 with the device in hand: it completes it (writes again and confirms) when the device holds
@@ -30,6 +38,8 @@ from .errors import EdgeveilError
 from .policy import compile_policy
 
 NAMESPACE = "veil"
+# Where the board's app looks for its message counter (veil.footfall.STATE + "/veil.ctr").
+COUNTER_PATH = "/veil.ctr"
 # Written in this order; dev_id last marks a complete set (device/veil/keys.py).
 _ORDER = ("policy", "cose_key", "base_iv", "pseudo_key", "policy_key", "dev_id")
 
@@ -51,6 +61,7 @@ class ProvisionReport:
     policy_hash: str
     status: str
     seconds: float
+    counter: str = ""  # "created" or "kept": the message counter record on the board
 
 
 # Device-side helpers, sent as code; every value goes in through repr().
@@ -79,6 +90,63 @@ def read_device(link: LinkLike) -> dict[str, bytes | None]:
     if not isinstance(got, dict):
         raise ProvisionError("device answered %r to an NVS read" % (got,))
     return {k: (bytes(v) if isinstance(v, bytes | bytearray) else None) for k, v in got.items()}
+
+
+def counter_record(start: int = 0) -> bytes:
+    """The message counter record as veil.store writes it: the counter as 8 big-endian
+    bytes, then the first 8 bytes of their SHA-256 (veil.egress.Counter.create)."""
+    payload = start.to_bytes(8, "big")
+    return payload + hashlib.sha256(payload).digest()[:8]
+
+
+def read_counter_record(data: bytes) -> int | None:
+    """The counter a record holds, or None if it is not a sound record."""
+    if len(data) != 16 or hashlib.sha256(data[:8]).digest()[:8] != data[8:]:
+        return None
+    return int.from_bytes(data[:8], "big")
+
+
+# Device side: create the record (written aside, renamed over, as veil.store does) only if
+# nothing is at the path; answer what is there afterwards.
+_COUNTER = """
+import os
+def _evc(p, rec):
+    try:
+        os.stat(p)
+        state = 'kept'
+    except OSError as e:
+        if e.errno != 2:
+            raise
+        with open(p + '.tmp', 'wb') as f:
+            f.write(rec)
+        os.rename(p + '.tmp', p)
+        state = 'created'
+    with open(p, 'rb') as f:
+        return state, f.read(64)
+"""
+
+
+def ensure_counter(link: LinkLike, path: str = COUNTER_PATH) -> str:
+    """Create the message counter record at `path` on the board unless one exists.
+
+    Returns:
+        "created" or "kept".
+
+    Raises:
+        ProvisionError: what is at `path` is not a sound counter record (left as it is:
+            the device refuses to send with it; nothing here ever resets a counter).
+    """
+    link.exec(_COUNTER)
+    got = link.eval("_evc(%r, %r)" % (path, counter_record()))
+    if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], bytes)):
+        raise ProvisionError("device answered %r to the counter check" % (got,))
+    state, data = got
+    if read_counter_record(data) is None:
+        raise ProvisionError(
+            "%s on the device is not a sound message counter record; it is left as it is "
+            "(the device will refuse to send until it is settled by hand)" % path
+        )
+    return str(state)
 
 
 def write_device(link: LinkLike, values: dict[str, bytes]) -> None:
@@ -128,6 +196,8 @@ def provision(
     write_device(link, values)
     say("written to NVS")
     _confirm(link, values)
+    counter = ensure_counter(link)
+    say("message counter record %s" % counter)
     registry.activate(secrets.dev_id)
     say("confirmed and active")
     if held is not None and held != secrets.dev_id:
@@ -136,7 +206,13 @@ def provision(
         except EdgeveilError:
             pass  # a device this registry never knew
     return ProvisionReport(
-        secrets.dev_id.hex(), board.name, port, policy_hash, "active", time.monotonic() - t0
+        secrets.dev_id.hex(),
+        board.name,
+        port,
+        policy_hash,
+        "active",
+        time.monotonic() - t0,
+        counter,
     )
 
 
@@ -160,5 +236,6 @@ def resume(
     # Some or all of it did: the device may already use these keys, so finish the job.
     write_device(link, values)
     _confirm(link, values)
+    ensure_counter(link)
     registry.activate(dev_id)
     return "completed"

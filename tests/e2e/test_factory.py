@@ -3,6 +3,7 @@ one esptool pass, and refusals that leave no device the registry cannot account 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -75,6 +76,9 @@ def test_factory_provisions_a_blank_board_in_one_pass(
     where = _on_board(vb, "import veil\nprint(veil.__file__)")
     assert where == "/app/a/veil/__init__.mpy"
     assert _on_board(vb, "print(open('/app/current').read())") == "a"
+    # The message counter record (veil.store format: counter 0, sha256 of it[:8]).
+    counter = bytes(8) + hashlib.sha256(bytes(8)).digest()[:8]
+    assert _on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == counter.hex()
 
     # The images kept for a line that flashes elsewhere: owner-only, and the same keys.
     kept = out_dir / dev_id

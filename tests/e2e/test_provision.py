@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def _blob(secrets: DeviceSecrets) -> bytes:
     return compile_policy(default_policy(), secrets.dev_id, secrets.policy_key)
 
 
+def _counter(n: int) -> bytes:
+    """veil.store's record of message counter n: 8 big-endian bytes, sha256 of them[:8]."""
+    payload = n.to_bytes(8, "big")
+    return payload + hashlib.sha256(payload).digest()[:8]
+
+
 def test_provision_writes_nvs_reads_back_and_activates(make_vboard, tmp_path: Path) -> None:
     vb = make_vboard()
     db = _registry(tmp_path)
@@ -41,11 +48,16 @@ def test_provision_writes_nvs_reads_back_and_activates(make_vboard, tmp_path: Pa
         rec = reg.get(report.dev_id)
         secrets = reg.secrets(report.dev_id)
         assert rec.status == "active" and rec.board == BOARD.name
+        # The message counter record the device needs, at counter 0.
+        assert report.counter == "created" and link.read_file("/veil.ctr") == _counter(0)
+        link.write_file("/veil.ctr", _counter(96))  # as after the device sent messages
         with pytest.raises(ProvisionError, match="already provisioned"):
             provision(link, BOARD, reg, default_policy(), vb.port)
         again = provision(link, BOARD, reg, default_policy(), vb.port, force=True)
         assert reg.get(report.dev_id).status == "wiped"
         assert reg.get(again.dev_id).status == "active"
+        # A counter is never reset (a reset would reuse nonces).
+        assert again.counter == "kept" and link.read_file("/veil.ctr") == _counter(96)
         # back to the first keys for the checks below
         write_device(link, secrets.nvs_values(_blob(secrets)))
     vb.stop()

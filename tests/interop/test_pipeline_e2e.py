@@ -69,7 +69,7 @@ def test_only_policy_fields_leave_and_no_raw_address(demo_run) -> None:
     allowed = set()
     for sname, stream in policy["streams"].items():
         for fname, f in stream["fields"].items():
-            if f["agg"] == "hist":
+            if f["agg"] in ("hist", "dwell"):
                 allowed |= {f"{sname}:{fname}/{i}" for i in range(len(f["edges"]) + 1)}
             else:
                 allowed.add(f"{sname}:{fname}")
