@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test lint check-mpy bench-device bench-host clean
+.PHONY: all venv demo test lint check-mpy bench-device bench-host bench-verify clean
 
 all: test
 
@@ -31,6 +31,9 @@ bench-device: venv
 
 bench-host: venv
 	$(BIN)/python tools/bench_host.py
+
+bench-verify: venv
+	$(BIN)/python tools/bench_verify.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info host/*.egg-info
