@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test lint check-mpy bench-device bench-host bench-verify clean
+.PHONY: all venv demo test lint check-mpy bench-device bench-host bench-verify fuzz-verify clean
 
 all: test
 
@@ -34,6 +34,10 @@ bench-host: venv
 
 bench-verify: venv
 	$(BIN)/python tools/bench_verify.py
+
+# The verifier's fuzz test at 50,000 inputs (make test runs 2,000).
+fuzz-verify: venv
+	EDGEVEIL_FUZZ_N=50000 $(BIN)/python -m pytest -q tests/host/test_verify_fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info host/*.egg-info

@@ -14,7 +14,10 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 @click.command("verify")
 @click.option(
-    "--capture", "capture", type=_FILE, help="capture file to check (not with --differential)"
+    "--capture",
+    "capture",
+    type=_FILE,
+    help="capture file to check (required unless --differential)",
 )
 @REGISTRY_OPTION
 @KEY_FILE_OPTION

@@ -71,9 +71,11 @@ class DictNVS:
         buf[: len(v)] = v
         return len(v)
 
+sampler = None
+{sampler}
 Counter.create("veil.ctr")
 with open("rec.jsonl") as f:
-    app.run(DictNVS({blobs}), f)
+    app.run(DictNVS({blobs}), f, sampler=sampler)
 """
 
 
@@ -83,12 +85,22 @@ def run_device(
     events: list[dict[str, Any]],
     heap_bytes: int,
     workdir: Path,
+    *,
+    tree: Path | None = None,
+    sampler: str = "",
 ) -> bytes:
-    """Run `veil.app` on `events` in the VM; returns everything it wrote to its console."""
+    """Run `veil.app` on `events` in the VM; returns everything it wrote to its console.
+
+    `tree` is the device code directory to run (default: the project's device/, a test
+    may pass a patched copy); `sampler` is MicroPython code run before the app that may
+    bind `sampler` to a noise sampler replacing veil.noise.Sampler (e.g. one that draws
+    no noise, for a test oracle).
+    """
     write_jsonl(events, workdir / "rec.jsonl")
     lib = workdir / "lib"
-    compile_tree(device_dir(), lib)
-    code = _DEVICE_CODE.replace("{blobs}", repr(secrets.nvs_values(policy_blob)))
+    compile_tree(tree if tree is not None else device_dir(), lib)
+    code = _DEVICE_CODE.replace("{sampler}", sampler)
+    code = code.replace("{blobs}", repr(secrets.nvs_values(policy_blob)))
     result = run_code(code, heap_bytes, path=[lib], cwd=workdir)
     if not result.ok:
         raise VMError(
@@ -128,7 +140,7 @@ def run_demo(board_name: str, out: TextIO) -> None:
         msg = decrypt0(secrets.cose_key, secrets.base_iv, item.data, kid=secrets.dev_id)
         pack = decode_pack(msg.plaintext)
         leaks += [n for n in needles if n in msg.plaintext]
-        values = ", ".join(f"{r.name[len(pack.base_name):]}={r.value}" for r in pack.records)
+        values = ", ".join(f"{r.name[len(pack.base_name) :]}={r.value}" for r in pack.records)
         out.write(
             f"#{msg.counter:<3} {len(item.data):>4} B  t={pack.base_time} "
             f"{pack.base_name}  {values}\n"

@@ -23,7 +23,7 @@ from edgeveil.cose import encrypt0
 from edgeveil.demo import DeviceSecrets, run_device
 from edgeveil.frames import cobs_encode, split_stream
 from edgeveil.policy import compile_policy, default_policy
-from edgeveil.replaygen import demo_recording
+from edgeveil.replaygen import demo_recording, write_jsonl
 from edgeveil.verify import Keyring, VerifyReport, verify
 from edgeveil.verify.conformance import pseudonym
 from edgeveil.verify.messages import DeviceKeys
@@ -33,13 +33,23 @@ HEAP = load_board("esp32-generic").vm_app_heap_bytes
 T0 = 1699920000
 
 
+EVENTS = demo_recording(seed=11, minutes=20)
+
+
 @pytest.fixture(scope="module")
 def device_run() -> tuple[DeviceSecrets, bytes]:
     secrets = DeviceSecrets.generate()
     blob = compile_policy(default_policy(), secrets.dev_id, secrets.policy_key)
     with tempfile.TemporaryDirectory() as tmp:
-        console = run_device(secrets, blob, demo_recording(seed=11, minutes=20), HEAP, Path(tmp))
+        console = run_device(secrets, blob, EVENTS, HEAP, Path(tmp))
     return secrets, console
+
+
+@pytest.fixture(scope="module")
+def canaries(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "rec.jsonl"
+    write_jsonl(EVENTS, path)
+    return path
 
 
 def keyring_of(s: DeviceSecrets, *, with_policy: bool = True) -> Keyring:
@@ -91,6 +101,31 @@ def test_clean_device_capture_passes(device_run, tmp_path: Path) -> None:
     n = len(frames_of(console))
     assert n >= 4 and report.facts["messages"] == n
     assert report.covered["authenticity"] == n and report.covered["conformance"] == n
+
+
+def test_clean_capture_passes_the_leak_scan_and_statistics_too(device_run, canaries, tmp_path):
+    secrets, console = device_run
+    cap = write_capture(tmp_path / "c.capture", [console])
+    report = verify(cap, keyring=keyring_of(secrets), canaries=canaries)
+    assert report.findings == [] and report.exit_code == 0
+    n = len(frames_of(console))
+    assert report.covered["leak"] == n + 1  # every plaintext, and the serial stream
+    assert report.covered["statistics"] >= n  # every released record with known truth
+    assert report.facts["canaries"] > 50
+
+
+def test_an_address_printed_on_the_console_is_a_leak_with_its_offset(
+    device_run, canaries, tmp_path
+) -> None:
+    secrets, console = device_run
+    addr = next(e["addr"] for e in EVENTS if e["kind"] == "ble")
+    line = f"debug: saw {addr.upper().replace(':', '-')}\r\n".encode()
+    cap = write_capture(tmp_path / "l.capture", [console, line])
+    report = verify(cap, keyring=keyring_of(secrets), canaries=canaries)
+    leaks = [f for f in report.findings if f.check == "leak"]
+    assert report.exit_code == 1 and leaks
+    assert all(addr in f.what for f in leaks), [f.what for f in leaks]
+    assert min(f.offset for f in leaks) == len(console) + len("debug: saw ")
 
 
 def test_pseudonym_matches_the_device_code(device_run) -> None:

@@ -24,6 +24,9 @@ from ..policy import compile_policy, default_policy
 from .conformance import check_conformance
 from .messages import Keyring, Message, authenticate, decode_plaintexts, extract
 from .report import Finding, VerifyReport
+from .scan import scan_capture
+from .statistics import check_statistics
+from .truth import ground_truth
 
 __all__ = ["Finding", "Keyring", "VerifyReport", "verify"]
 
@@ -52,6 +55,7 @@ def verify(
     report = VerifyReport(capture=str(capture))
     report.facts["records"] = len(cap.records)
     traffic = extract(cap, report)
+    pol = None
     if keyring is None or not len(keyring):
         report.errors.append("no device keys: give --registry or --keys")
     else:
@@ -61,9 +65,9 @@ def verify(
         if pol is not None:
             check_conformance(traffic.messages, pol, report)
     if canaries is not None:
-        from .scan import scan_capture
-
-        scan_capture(traffic, canaries, policy, report)
+        scan_capture(traffic, canaries, pol or policy, report)
+        if pol is not None and not report.errors:  # the replay is the ground truth
+            check_statistics(traffic.messages, ground_truth(canaries, pol), pol, report)
     if not traffic.messages and not report.errors:
         report.errors.append("the capture holds no message: nothing to verify")
     return report

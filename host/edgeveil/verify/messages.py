@@ -129,7 +129,7 @@ class WireBytes:
     source: str
     offset: int
     data: bytes
-    what: str  # "serial stream", "MQTT payload", "MQTT topic"
+    what: str  # "serial stream", "console text" (a part of one), "MQTT payload", "MQTT topic"
 
 
 @dataclass
@@ -141,6 +141,7 @@ class Traffic:
 def extract(capture: Capture, report: VerifyReport) -> Traffic:
     """Frames and clear bytes of a capture; input findings for what cannot be read."""
     out = Traffic()
+    report.cover("input", len(capture.records))
     for line, offset, what in capture.problems:
         report.add(Finding("input", f"capture line {line}: {what}", offset=offset))
     streams: dict[str, tuple[bytearray, list[int], list[float]]] = {}
@@ -167,6 +168,8 @@ def extract(capture: Capture, report: VerifyReport) -> Traffic:
                 end = item.offset + len(item.data)
                 t = times[max(0, bisect.bisect_right(starts, end) - 1)]
                 _add(out, report, "serial", source, item.offset, t, item.data, None)
+            elif item.kind == "text":
+                out.wire.append(WireBytes(source, item.offset, item.data, "console text"))
             elif item.kind == "bad":
                 report.add(
                     Finding(
