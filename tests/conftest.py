@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from edgeveil.boards import load_board
+from edgeveil.mpy import compile_tree
 from edgeveil.paths import device_dir
 from edgeveil.vm import run_code
 
@@ -70,6 +71,23 @@ class DeviceModule(pytest.File):
                 yield DeviceItem.from_parent(self, name=node.name)
 
 
+_DEVICE_LIB = pytest.StashKey[Path]()
+
+
+def _device_lib(config: pytest.Config) -> Path:
+    """device/ compiled to .mpy once per test process, as deploy puts it on a board.
+
+    Importing .py source compiles it in the VM's heap, which a board never does (deploy
+    sends .mpy); with source the margin of a 100 KiB heap would depend on the length of
+    the checkout's path. The tests themselves and their helper modules stay source.
+    """
+    if _DEVICE_LIB not in config.stash:
+        out = config._tmp_path_factory.mktemp("device-mpy")  # type: ignore[attr-defined]
+        compile_tree(device_dir(), out)
+        config.stash[_DEVICE_LIB] = out
+    return config.stash[_DEVICE_LIB]
+
+
 class DeviceTestFailure(Exception):
     pass
 
@@ -79,7 +97,7 @@ class DeviceItem(pytest.Item):
         board = load_board(self.config.getoption("--board"))
         tmp = self.config._tmp_path_factory.mktemp(self.name)  # type: ignore[attr-defined]
         code = _RUNNER.format(cwd=str(tmp), module=self.path.stem, name=self.name, marker=_PASS)
-        result = run_code(code, board.heap_bytes, path=[DEVICE_TESTS, device_dir()])
+        result = run_code(code, board.heap_bytes, path=[DEVICE_TESTS, _device_lib(self.config)])
         out = result.stdout.decode("utf-8", "replace")
         if result.returncode != 0 or _PASS not in out:
             err = result.stderr.decode("utf-8", "replace")
