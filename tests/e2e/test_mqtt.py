@@ -251,6 +251,8 @@ def test_capture_killed_by_sigkill_keeps_every_record_it_wrote(
             cli.proc.send_signal(signal.SIGKILL)
             assert cli.wait() == -signal.SIGKILL
             reported = cli.progress()  # each line was printed after its record was written
+            # The publisher goes on past the kill, so the stream did not end with it.
+            wait_for(lambda: len(sent) > reported + 20)
         finally:
             stop.set()
             th.join()
