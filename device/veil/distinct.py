@@ -29,6 +29,40 @@ _CHUNK_SLOTS = const(64)
 _BOUND_MAX = const(0x100000)  # Distinct bound <= 2**20 (slot offsets stay < 2**24)
 
 
+def keyed_prf(key16):
+    """The per-window keyed PRF: AES-128 in ECB mode, one block per id (allocates)."""
+    if type(key16) not in (bytes, bytearray) or len(key16) != 16:
+        raise AggregateError("key16 must be 16 bytes")
+    return cryptolib.aes(key16, 1)  # 1 = MODE_ECB: one block, one PRF call
+
+
+def keyed_hash(prf, buf, out, ident):
+    """The keyed hash of `ident` (1..15 bytes) into `out` (16 bytes); allocates nothing.
+
+    The id, zero-padded, with its length in the last byte (so the padding is
+    unambiguous), is one block in `buf` (16 zero bytes), encrypted by `prf` into `out`;
+    `buf` is zeroed again before returning, so no id stays in RAM.
+    """
+    t = type(ident)
+    if t is not bytes and t is not bytearray and t is not memoryview:
+        raise AggregateError("an id must be bytes-like")
+    k = len(ident)
+    if k < 1 or k > 15:
+        raise AggregateError("an id must be 1..15 bytes")
+    i = 0
+    while i < k:
+        buf[i] = ident[i]
+        i += 1
+    buf[15] = k  # the rest is zero (it is zeroed after each use)
+    prf.encrypt(buf, out)
+    i = 0
+    while i < k:  # leave no id in the buffer
+        buf[i] = 0
+        i += 1
+    buf[15] = 0
+    return out
+
+
 class _Keyed:
     """Shared by the distinct counters: ids hashed with a per-window key, no allocation.
 
@@ -47,34 +81,14 @@ class _Keyed:
 
     def rekey(self, key16):
         """Reset everything and hash with a new 16-byte key from now on (allocates)."""
-        if type(key16) not in (bytes, bytearray) or len(key16) != 16:
-            raise AggregateError("key16 must be 16 bytes")
-        self._aes = cryptolib.aes(key16, 1)  # 1 = MODE_ECB: one block, one PRF call
+        self._aes = keyed_prf(key16)
         self.reset()
 
     def _hash(self, ident):
         # The keyed hash of one id in self._out, or None once n saturated.
-        t = type(ident)
-        if t is not bytes and t is not bytearray and t is not memoryview:
-            raise AggregateError("an id must be bytes-like")
-        k = len(ident)
-        if k < 1 or k > 15:
-            raise AggregateError("an id must be 1..15 bytes")
+        out = keyed_hash(self._aes, self._in, self._out, ident)
         if self.n >= _N_MAX:
             return None
-        buf = self._in
-        i = 0
-        while i < k:
-            buf[i] = ident[i]
-            i += 1
-        buf[15] = k  # the rest is zero (it is zeroed after each use)
-        out = self._out
-        self._aes.encrypt(buf, out)
-        i = 0
-        while i < k:  # leave no id in the buffer
-            buf[i] = 0
-            i += 1
-        buf[15] = 0
         self.n += 1
         return out
 

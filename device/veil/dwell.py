@@ -39,10 +39,10 @@ Sensitivity 2 * cap (see sensitivity()); docs/policy.md and docs/footfall.md.
 
 from array import array
 
-import cryptolib
 from micropython import const
 
 from veil.aggregate import AggregateError, _check_cap, _zero
+from veil.distinct import keyed_hash, keyed_prf
 
 _FP = const(6)  # fingerprint bytes
 _FIRST = const(6)  # offset of the first sighting in a slot (3 bytes)
@@ -95,9 +95,7 @@ class Dwell:
 
     def rekey(self, key16):
         """Empty the set and hash with a new 16-byte key from now on (allocates)."""
-        if type(key16) not in (bytes, bytearray) or len(key16) != 16:
-            raise AggregateError("key16 must be 16 bytes")
-        self._aes = cryptolib.aes(key16, 1)  # 1 = MODE_ECB: one block, one PRF call
+        self._aes = keyed_prf(key16)
         self.reset()
 
     def reset(self):
@@ -110,25 +108,7 @@ class Dwell:
 
     def _hash(self, ident):
         # The keyed hash of one id in self._out; the id does not stay in self._in.
-        t = type(ident)
-        if t is not bytes and t is not bytearray and t is not memoryview:
-            raise AggregateError("an id must be bytes-like")
-        k = len(ident)
-        if k < 1 or k > 15:
-            raise AggregateError("an id must be 1..15 bytes")
-        buf = self._in
-        i = 0
-        while i < k:
-            buf[i] = ident[i]
-            i += 1
-        buf[15] = k  # the rest is zero (it is zeroed after each use)
-        self._aes.encrypt(buf, self._out)
-        i = 0
-        while i < k:
-            buf[i] = 0
-            i += 1
-        buf[15] = 0
-        return self._out
+        return keyed_hash(self._aes, self._in, self._out, ident)
 
     def add(self, ident, t):
         """Id `ident` seen at event time `t` (int seconds, this window); allocates nothing."""

@@ -53,22 +53,7 @@ def canaries(tmp_path_factory) -> Path:
 
 
 def keyring_of(s: DeviceSecrets, *, with_policy: bool = True) -> Keyring:
-    blob = compile_policy(default_policy(), s.dev_id, s.policy_key)
-    import hashlib
-
-    return Keyring(
-        [
-            DeviceKeys(
-                s.dev_id,
-                s.cose_key,
-                s.base_iv,
-                s.pseudo_key,
-                s.policy_key,
-                "active",
-                hashlib.sha256(blob).hexdigest() if with_policy else None,
-            )
-        ]
-    )
+    return Keyring([DeviceKeys.from_secrets(s, default_policy() if with_policy else None)])
 
 
 def write_capture(path: Path, chunks: list[bytes], mqtt: list[tuple[str, bytes]] = ()) -> Path:
@@ -308,22 +293,7 @@ def test_window_twice_and_budget_over_the_period(tmp_path: Path) -> None:
     s = DeviceSecrets.generate()
     pol = default_policy()
     pol["eps_period"] = 1200  # two footfall windows of 500 fit, a third does not
-    blob = compile_policy(pol, s.dev_id, s.policy_key)
-    import hashlib
-
-    ring = Keyring(
-        [
-            DeviceKeys(
-                s.dev_id,
-                s.cose_key,
-                s.base_iv,
-                s.pseudo_key,
-                s.policy_key,
-                "active",
-                hashlib.sha256(blob).hexdigest(),
-            )
-        ]
-    )
+    ring = Keyring([DeviceKeys.from_secrets(s, pol)])
     day = T0 + 86400 * 30  # a period and epoch boundary (T0 is whole days)
     frames = [
         _frame(s, 0, _pack(s, "footfall", day, 300, [rec("visitors", 10)])),

@@ -11,7 +11,6 @@ EDGEVEIL_FUZZ_N sets the number of inputs (default 2000; `make fuzz-verify` runs
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import tempfile
@@ -42,19 +41,7 @@ def device(tmp_path_factory) -> tuple[DeviceSecrets, list[bytes], Keyring, Path]
             s, blob, EVENTS, load_board("esp32-generic").vm_app_heap_bytes, Path(tmp)
         )
     frames = [i.data for i in split_stream(console) if i.kind == "frame"]
-    ring = Keyring(
-        [
-            DeviceKeys(
-                s.dev_id,
-                s.cose_key,
-                s.base_iv,
-                s.pseudo_key,
-                s.policy_key,
-                "active",
-                hashlib.sha256(blob).hexdigest(),
-            )
-        ]
-    )
+    ring = Keyring([DeviceKeys.from_secrets(s, default_policy())])
     canaries = tmp_path_factory.mktemp("fuzz") / "rec.jsonl"
     write_jsonl(EVENTS, canaries)
     return s, frames, ring, canaries

@@ -17,6 +17,7 @@ already seen from the same device (out of order), an MQTT topic naming another d
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,26 @@ class DeviceKeys:
     policy_key: bytes | None = field(default=None, repr=False)  # registry only
     status: str = "active"
     policy_hash: str | None = None
+
+    @classmethod
+    def from_secrets(cls, secrets: Any, policy: dict[str, Any] | None = None) -> DeviceKeys:
+        """An active device with these secrets (edgeveil.demo.DeviceSecrets), provisioned
+        with `policy` (its hash is what a registry would record), or with no policy known."""
+        from ..policy import compile_policy
+
+        digest = None
+        if policy is not None:
+            blob = compile_policy(policy, secrets.dev_id, secrets.policy_key)
+            digest = hashlib.sha256(blob).hexdigest()
+        return cls(
+            secrets.dev_id,
+            secrets.cose_key,
+            secrets.base_iv,
+            secrets.pseudo_key,
+            secrets.policy_key,
+            "active",
+            digest,
+        )
 
 
 class Keyring:
