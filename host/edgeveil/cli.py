@@ -141,7 +141,13 @@ def vboard() -> None:
 
 
 @vboard.command("start")
-@click.option("--board", default="esp32-generic", show_default=True, help="board file name")
+@click.option(
+    "--board",
+    default="esp32-virtual",
+    show_default=True,
+    help="board file name (the virtual variant reports the VM's x64 .mpy arch; any ESP32 "
+    "board file with the same layout works)",
+)
 @click.option(
     "--flash",
     "flash_path",
@@ -258,7 +264,7 @@ def vboard_stop(names: tuple[str, ...], stop_all: bool) -> None:
 
 
 @vboard.command("firmware")
-@click.option("--board", default="esp32-generic", show_default=True)
+@click.option("--board", default="esp32-virtual", show_default=True)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def vboard_firmware(board: str, out: Path) -> None:
     """Write edgeveil's labelled virtual MicroPython firmware (for esptool write-flash).
