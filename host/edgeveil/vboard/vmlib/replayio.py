@@ -1,8 +1,8 @@
 """Raw-event replay reader of the virtual ESP32 (format: docs/vboard-replay.md).
 
-Reads `cfg['replay']` (an open text file of JSON Lines) one line at a time, never the
-whole file, and hands each event, when it falls due on the board's clock (vbclock), to
-the emulated device that owns its kind:
+Reads `cfg['replay']` (an open file of JSON Lines) one line at a time, never the whole
+file, and hands each event, when it falls due on the board's clock (vbclock), to the
+emulated device that owns its kind:
 
     replayio.register("ble", prepare, deliver)
 
@@ -13,6 +13,13 @@ device's interrupt would not. A malformed line is reported on the console and sk
 line whose time goes backwards stops the replay, with a message saying which line.
 `vbclock._init(cfg)` starts the replay (it calls `_init` here); the first line is read
 when the clock is first consulted, so every device has registered its kinds by then.
+
+Heap: the replay is read in the board code's heap, which on an ESP32 the radio and the
+buses do not touch. Lines are read into one buffer of _BLOCK bytes, made when this module
+is imported (at boot, on the emulation's allowance, before board code runs), and parsed
+from there: a line that fits costs no allocation but its parsed form, a few small blocks,
+so board code that left its heap in small pieces is not stopped by a MemoryError from the
+emulation. Only a line longer than the buffer is joined in an allocated block.
 """
 
 import json
@@ -21,8 +28,9 @@ from binascii import unhexlify
 import vbclock
 from micropython import const
 
-_CHUNK = const(1024)  # the replay is read in blocks this size (the unix VM's readline
-# makes one system call per byte)
+_BLOCK = const(2048)  # the line buffer; it is filled with readinto(), not readline(),
+# which makes one system call per byte in the unix VM
+_SPACE = (32, 9, 10, 11, 12, 13)  # what str.strip() removes, as bytes
 _owners = {}  # kind -> (prepare, deliver)
 # Who takes each kind, so an event read before its module was initialised still finds it.
 _KIND_MODULE = {"ble": "bluetooth", "i2c": "machine", "uart": "machine", "pin": "machine"}
@@ -41,11 +49,13 @@ class _Replay:
     """The clock timer that walks the replay; `_due` is the head event's board time."""
 
     def __init__(self):
+        self._blk = bytearray(_BLOCK)
+        self._mv = memoryview(self._blk)
         self._reset(None)
 
     def _reset(self, f):
         self._f = f
-        self._buf = ""
+        self._pos = self._end = 0  # the buffer's unread bytes: self._blk[_pos:_end]
         self._line = 0
         self._last_t = None
         self._payload = None
@@ -71,18 +81,35 @@ class _Replay:
         self._due = None
 
     def _readline(self):
-        """The next line (without its newline), or None at the end; holds one block."""
+        """The next line without its newline, or None at the end.
+
+        A memoryview into the buffer, valid until the next call; bytes (allocated) for a
+        line longer than the buffer.
+        """
+        blk = self._blk
+        mv = self._mv
+        long = None  # the first _BLOCK-byte pieces of a line longer than the buffer
         while True:
-            i = self._buf.find("\n")
+            i = blk.find(b"\n", self._pos, self._end)
             if i >= 0:
-                line = self._buf[:i]
-                self._buf = self._buf[i + 1 :]
-                return line
-            chunk = self._f.read(_CHUNK)
-            if not chunk:
-                line, self._buf = self._buf, ""
-                return line or None
-            self._buf += chunk
+                line = mv[self._pos : i]
+                self._pos = i + 1
+                return line if long is None else long + bytes(line)
+            n = self._end - self._pos  # part of a line: to the front, then fill the rest
+            if n == _BLOCK:
+                long = bytes(blk) if long is None else long + bytes(blk)
+                n = 0
+            elif self._pos:
+                _move(blk, mv, self._pos, n)
+            self._pos = 0
+            self._end = n
+            got = self._f.readinto(mv[n:])
+            if not got:  # the end: a last line without a newline, if any
+                self._pos = n
+                if long is not None:
+                    return long + bytes(mv[:n])
+                return mv[:n] if n else None
+            self._end = n + got
 
     def _read(self):
         self._deliver = self._payload = None
@@ -92,7 +119,7 @@ class _Replay:
                 self._f = None
                 break
             self._line += 1
-            if not line.strip():
+            if _blank(line):
                 continue
             try:
                 ev = json.loads(line)
@@ -141,6 +168,24 @@ class _Replay:
             self._due = int((t - vbclock._t0) * 1000000)
             return
         self._due = None
+
+
+def _move(blk, mv, src, n):
+    # blk[0:n] = blk[src:src + n] without a temporary copy (forward: src > 0).
+    if n <= src:
+        blk[0:n] = mv[src : src + n]  # the two do not overlap
+        return
+    i = 0
+    while i < n:
+        blk[i] = blk[src + i]
+        i += 1
+
+
+def _blank(line):
+    for c in line:
+        if c not in _SPACE:
+            return False
+    return True
 
 
 def _why(e):
