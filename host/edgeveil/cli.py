@@ -28,10 +28,12 @@ def cli() -> None:
 
     \b
     Examples:
-      edgeveil demo                 run the privacy pipeline on the virtual defaults
+      edgeveil demo                 the footfall scenario on a virtual board, verified
       edgeveil boards               list the boards edgeveil knows
       edgeveil vboard start --flash board.img --firmware
                                     a virtual ESP32 for mpremote, ampy and esptool
+      edgeveil capture --serial /dev/ttyUSB0 -o run.capture
+      edgeveil verify --capture run.capture --canaries crowd.jsonl
     """
 
 
