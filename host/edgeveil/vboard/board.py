@@ -432,6 +432,7 @@ class VirtualBoard:
         if self._vm_phase != "user" or not held or b"\x03" not in held or self.vm is None:
             return
         cut = held.index(b"\x03") + 1
+        self.log("Ctrl-C passed to the VM (after ctl %r)" % self._ctl_seen[-1:])
         self.vm.write(held[:cut])
         self._input_hold = held[cut:]
 

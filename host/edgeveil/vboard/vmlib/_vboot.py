@@ -9,7 +9,8 @@
 #      `vfs` partition there, formatting it first when blank, as the ESP32 port does, so
 #      no client can ever see or delete a host file;
 #   3. runs boot.py, then main.py unless the REPL is in raw mode (a soft reboot from the
-#      raw REPL skips main.py on a board too), and prints the ready mark the board
+#      raw REPL skips main.py on a board too) or boot.py failed (a Ctrl-C or an error in
+#      it: the ESP32 port skips main.py then), and prints the ready mark the board
 #      process strips before the VM's own REPL takes over.
 import gc
 import os
@@ -95,22 +96,26 @@ def _boot():
 
 
 def _run(name):
+    # True if the file is missing or ran to its end; False after an exception (a Ctrl-C
+    # included), which a board prints before it goes on.
     try:
         os.stat(name)
     except OSError:
-        return
+        return True
     ctl = sys.modules["time"]._ctl
     try:
         with open(name) as f:
-            src = f.read()
+            code = compile(f.read(), name, "exec")
         ctl.write(b"run\n")  # a Ctrl-C may reach the VM now: it interrupts this file
-        exec(compile(src, name, "exec"), globals())
+        exec(code, globals())
+        return True
     except KeyboardInterrupt as e:
         sys.print_exception(e)
     except Exception as e:  # noqa: BLE001 - a board prints the traceback and goes on
         sys.print_exception(e)
     finally:
         ctl.write(b"idle\n")
+    return False
 
 
 _KEEP = set(sys.modules)
@@ -141,8 +146,10 @@ sys.atexit(_soft_reset)
 _raw = _boot()
 _KEEP.update(sys.modules)
 try:
-    _run("boot.py")
-    if not _raw and os.getenv("EDGEVEIL_VB_SKIP_MAIN") != "1":
+    # As the ESP32 port's main.c: main.py runs only after a boot.py that did not fail. A
+    # client's Ctrl-C that cut boot.py short must not be used up there while main.py,
+    # which may never return, runs after it (mpremote sends just one).
+    if _run("boot.py") and not _raw and os.getenv("EDGEVEIL_VB_SKIP_MAIN") != "1":
         _run("main.py")
     del _boot, _raw, _run
     gc.collect()
