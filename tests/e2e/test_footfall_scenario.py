@@ -101,3 +101,35 @@ def test_a_leaky_build_fails_naming_the_value_encoding_and_message(tmp_path: Pat
         assert f"message {f.message}" in f.what
     # Every report carried the address: every message is named.
     assert {f.message for f in leaks} == set(range(r.report.facts["messages"]))
+
+
+NO_NOISE = (
+    "    def discrete_laplace(self, num, den):\n",
+    "    def discrete_laplace(self, num, den):\n        return 0\n\n"
+    "    def _discrete_laplace_unused(self, num, den):\n",
+)
+
+
+def test_without_noise_the_board_reports_exactly_the_truth_and_verify_says_so(
+    tmp_path: Path,
+) -> None:
+    # The board's whole path (radio replay, IRQ ring, windows on the clock, distinct ids)
+    # must lose no phone: with a sampler that draws no noise, every window it sends holds
+    # the true count computed from the replay, and the statistics check flags the device.
+    tree = tmp_path / "no-noise-device"
+    shutil.copytree(device_dir(), tree)
+    noise = tree / "veil" / "noise.py"
+    text = noise.read_text()
+    assert text.count(NO_NOISE[0]) == 1
+    noise.write_text(text.replace(*NO_NOISE))
+    r = run_footfall(
+        tmp_path / "run", seed=SEED, phones=PHONES, minutes=MINUTES, picture=False, tree=tree
+    )
+    sent = [(t, v) for _, t, v in r.rows if v is not None]
+    assert len(sent) >= 3 and all(v == t for t, v in sent), r.rows
+    stats = [f for f in r.report.findings if f.check == "statistics"]
+    assert r.report.exit_code == 1 and stats, r.report.summary()
+    assert {f.check for f in r.report.findings} == {"statistics"}
+    # Six visitors windows alone cannot show it (each is exact with p = tanh(1/4) under
+    # noise of scale 2: 0.245**6 = 2e-4); the dwell bins, four a window, can.
+    assert any("too little noise" in f.what and f.what.startswith("footfall.") for f in stats)
