@@ -42,7 +42,7 @@ from array import array
 from micropython import const
 
 from veil.aggregate import AggregateError, _check_cap, _zero
-from veil.distinct import keyed_hash, keyed_prf
+from veil.distinct import _Keyed, keyed_hash
 
 _FP = const(6)  # fingerprint bytes
 _FIRST = const(6)  # offset of the first sighting in a slot (3 bytes)
@@ -65,7 +65,7 @@ def _put24(buf, i, v):
     buf[i + 2] = v & 0xFF
 
 
-class Dwell:
+class Dwell(_Keyed):
     """Per-window histogram of first-to-last sighting times of distinct ids."""
 
     clamped = 0  # nothing to clamp: the outer bins are open
@@ -89,14 +89,7 @@ class Dwell:
         n = (self._slots + _CHUNK_SLOTS - 1) >> _CHUNK_BITS
         self._tbl = [bytearray(_CHUNK_SLOTS * _SLOT) for _ in range(n)]
         self._occ = bytearray((self._slots + 7) >> 3)
-        self._in = bytearray(16)
-        self._out = bytearray(16)
-        self.rekey(key16)
-
-    def rekey(self, key16):
-        """Empty the set and hash with a new 16-byte key from now on (allocates)."""
-        self._aes = keyed_prf(key16)
-        self.reset()
+        _Keyed.__init__(self, key16)  # hash buffers and key; rekey() empties the set
 
     def reset(self):
         """Empty the set, keeping the key; allocates nothing."""
