@@ -19,6 +19,7 @@ import serial
 from ampy.pyboard import Pyboard, PyboardError
 from mpremote.transport import TransportError
 from mpremote.transport_serial import SerialTransport
+from serial import rfc2217
 
 from .errors import LinkError
 from .link import Link
@@ -180,10 +181,12 @@ def _flock(ser: Any, port: str) -> None:
 
 
 def _set_write_timeout(ser: Any) -> None:
-    try:
-        ser.write_timeout = _WRITE_S
-    except NotImplementedError:  # pyserial's RFC 2217 client has none
-        pass
+    """Bound each write on a local port. pyserial 3.5's RFC 2217 client has no write
+    timeout: its setter stores the value, then raises, and every later reconfiguration
+    of the port would raise again; so it is left unset there."""
+    if isinstance(ser, rfc2217.Serial):
+        return
+    ser.write_timeout = _WRITE_S
 
 
 def _resync(ser: Any) -> None:

@@ -23,7 +23,7 @@ from edgeveil.link import (
     read_code,
     write_code,
 )
-from edgeveil.link_serial import _read_until
+from edgeveil.link_serial import _WRITE_S, _read_until, _set_write_timeout
 from edgeveil.vm import run_code
 
 ODD_NAMES = [
@@ -168,3 +168,14 @@ def test_a_missing_port_and_an_unknown_via(tmp_path: Path) -> None:
         open_link("rfc2217://127.0.0.1:1", via="ampy")
     with pytest.raises(ValueError, match="unknown link 'webrepl'"):
         open_link(str(tmp_path / "ttyUSB0"), via="webrepl")
+
+
+def test_write_timeout_is_set_on_local_ports_and_left_alone_over_rfc2217() -> None:
+    local = serial.serial_for_url("loop://", do_not_open=True)
+    _set_write_timeout(local)
+    assert local.write_timeout == _WRITE_S
+    # pyserial's RFC 2217 client raises on any reconfiguration once a write timeout is
+    # stored: none may be left behind, or a later baud rate change would fail.
+    remote = serial.serial_for_url("rfc2217://127.0.0.1:1", do_not_open=True)
+    _set_write_timeout(remote)
+    assert remote.write_timeout is None
