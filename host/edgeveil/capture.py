@@ -30,9 +30,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from .closing import Closing
 from .errors import CaptureError
 
 FORMAT_VERSION = 1
@@ -87,7 +87,7 @@ class Capture:
         return {src: bytes(data) for src, data in out.items()}
 
 
-class CaptureWriter:
+class CaptureWriter(Closing):
     """Writes a capture file line by line; a context manager.
 
     Args:
@@ -201,17 +201,6 @@ class CaptureWriter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-    def __enter__(self) -> CaptureWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -15,12 +15,12 @@ import os
 import posixpath
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from littlefs import LFSStat, LittleFS, LittleFSError, UserContext
 
 from .boards import Board, Partition
+from .closing import Closing
 from .errors import ImageError
 
 # vfs.VfsLfs2's defaults (MicroPython extmod/vfs_lfs.c: readsize=32, progsize=32,
@@ -119,7 +119,7 @@ def _norm(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-class BoardVfs:
+class BoardVfs(Closing):
     """A mounted littlefs (the board's `vfs` partition). Use as a context manager."""
 
     def __init__(self, fs: LittleFS, region: _BufferRegion | _FileRegion, fd: int = -1) -> None:
@@ -180,17 +180,6 @@ class BoardVfs:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-
-    def __enter__(self) -> BoardVfs:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _mount(region: _BufferRegion | _FileRegion, where: str, fd: int = -1) -> BoardVfs:

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import ast
 import base64
-from abc import ABC, abstractmethod
-from types import TracebackType
+from abc import abstractmethod
 from typing import Any
 
+from .closing import Closing
 from .errors import LinkError
 
 VIAS = ("mpremote", "ampy")
@@ -138,7 +138,7 @@ def hash_code(path: str) -> str:
     ) % path
 
 
-class Link(ABC):
+class Link(Closing):
     """A session with one board's MicroPython REPL. Use `open_link` to make one."""
 
     via = ""
@@ -267,17 +267,6 @@ class Link(ABC):
             return
         self._closed = True
         self._close_transport()
-
-    def __enter__(self) -> Link:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.port!r} via {self.via}>"

@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import cbor2
 
+from .closing import Closing
 from .cose import ALG_AES_CCM_16_64_128
 from .demo import DeviceSecrets
 from .errors import RegistryError
@@ -217,7 +217,7 @@ def _create_schema(db: Path, master: bytes) -> None:
         conn.close()
 
 
-class Registry:
+class Registry(Closing):
     """An open registry. Use `Registry.open(...)` as a context manager."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, keys: WrapKeys | None) -> None:
@@ -276,17 +276,6 @@ class Registry:
 
     def close(self) -> None:
         self._conn.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def has_key(self) -> bool:

@@ -17,15 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from types import TracebackType
 
+from edgeveil.closing import Closing
 from edgeveil.errors import VBoardError
 
 SECTOR_SIZE = 0x1000
 _CHUNK = 0x10000
 
 
-class FlashFile:
+class FlashFile(Closing):
     """NOR flash model over an existing file of exactly `size` bytes.
 
     Args:
@@ -126,14 +126,3 @@ class FlashFile:
             finally:
                 os.close(self._fd)
                 self._fd = -1
-
-    def __enter__(self) -> FlashFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
