@@ -59,6 +59,10 @@ class Canary:
     times: tuple[float, ...] = ()
     part: str = ""  # addr-part: "OUI of <address>" or "device half of <address>"
 
+    def facts(self) -> dict[str, object]:
+        """What a report says of the canary: its label, kind and channel."""
+        return {"canary": self.label, "kind": self.kind, "channel": self.channel}
+
     @property
     def label(self) -> str:
         """The canary as a person names it: "ble address c4:7e:11:02:9a:3b", "hr 287"."""

@@ -75,9 +75,7 @@ class LeakMatch:
     def detail(self) -> dict[str, object]:
         """JSON-able facts for a report."""
         return {
-            "canary": self.canary.label,
-            "kind": self.canary.kind,
-            "channel": self.canary.channel,
+            **self.canary.facts(),
             "encoding": self.encoding,
             "start": self.start,
             "end": self.end,

@@ -80,9 +80,7 @@ class StructMatch:
 
     def detail(self) -> dict[str, object]:
         return {
-            "canary": self.canary.label,
-            "kind": self.canary.kind,
-            "channel": self.canary.channel,
+            **self.canary.facts(),
             "encoding": self.encoding,
             "path": self.path,
             "value": self.value if isinstance(self.value, int | float | str) else repr(self.value),
