@@ -20,6 +20,10 @@ from .cose import mac0_create
 from .errors import EdgeveilError
 
 AGGS = ("count", "sum", "min", "max", "mean", "hist", "distinct", "distinct_sketch", "dwell")
+BINNED = ("hist", "dwell")  # released as "<field>/<bin>" records, one per bin
+NONNEG = ("count", "hist", "dwell", "distinct", "distinct_sketch")  # counts: never below 0
+RANGED = ("mean", "min", "max")  # released inside [lo, hi] (clamped after the noise)
+VEIL_T0 = 1699920000  # veil time origin (device/veil/__init__.py): windows align to it
 MAX_EXACT_BOUND = 2000  # veil.policy: the exact set's memory on a 100 KiB heap
 MAX_DWELL_BOUND = 1000  # veil.policy: 18 bytes of RAM per id (veil.dwell)
 MAX_BINS = 32  # veil.policy: at most 31 edges

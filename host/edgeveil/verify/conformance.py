@@ -30,14 +30,12 @@ from typing import Any
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..policy import BINNED, NONNEG, RANGED
+from ..policy import VEIL_T0 as T0
 from .messages import Message
 from .report import Finding, VerifyReport
 
-T0 = 1699920000  # veil time origin (device/veil/__init__.py)
 _BASE_NAME = re.compile(r"([0-9a-f]{16}):([A-Za-z0-9_]+):\Z")
-_BINNED = ("hist", "dwell")
-_NONNEG = ("count", "hist", "dwell", "distinct", "distinct_sketch")
-_RANGED = ("mean", "min", "max")
 
 
 def pseudonym(pseudo_key: bytes, epoch: int, value: bytes) -> bytes:
@@ -104,7 +102,7 @@ class _Check:
             if f is None:
                 self.finding(msg, f"{where}: not a field the policy allows", value=rec.value)
                 continue
-            nbins = len(f["edges"]) + 1 if f["agg"] in _BINNED else 0
+            nbins = len(f["edges"]) + 1 if f["agg"] in BINNED else 0
             if (nbins and not (bin_.isdigit() and int(bin_) < nbins)) or (not nbins and bin_):
                 self.finding(msg, f"{where}: no such bin of {fname}", value=rec.value)
                 continue
@@ -125,9 +123,9 @@ class _Check:
         if v % prec:
             self.finding(msg, f"{where}: value {v} is finer than the precision {prec}", value=v)
         agg = f["agg"]
-        if agg in _NONNEG and v < 0:
+        if agg in NONNEG and v < 0:
             self.finding(msg, f"{where}: a count released as {v}", value=v)
-        if agg in _RANGED and not f["lo"] - prec < v < f["hi"] + prec:
+        if agg in RANGED and not f["lo"] - prec < v < f["hi"] + prec:
             self.finding(msg, f"{where}: value {v} outside [{f['lo']}, {f['hi']}]", value=v)
 
     def pseudonym(self, msg: Message, pseud: str, bt: int) -> None:

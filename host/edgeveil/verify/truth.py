@@ -38,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-T0 = 1699920000  # veil time origin (device/veil/__init__.py)
-_BINNED = ("hist", "dwell")
-_NONNEG = ("count", "hist", "dwell", "distinct", "distinct_sketch")
-_RANGED = ("mean", "min", "max")
+from ..policy import BINNED, NONNEG, RANGED
+from ..policy import VEIL_T0 as T0
+
 _RAW_KINDS = ("i2c", "uart", "pin")
 _RAW_BLE_KEYS = ("addr_type", "adv_type", "adv_data")
 _SCAN_RSP = 4
@@ -371,9 +370,9 @@ def generalize(value: int, prec: int) -> int:
 def post(f: dict[str, Any], value: int) -> int:
     """The gate's post-processing of an already noised value (veil.gate._release)."""
     agg = f["agg"]
-    if agg in _NONNEG:
+    if agg in NONNEG:
         value = max(0, value)
-    elif agg in _RANGED:
+    elif agg in RANGED:
         value = min(max(value, f["lo"]), f["hi"])
     return generalize(value, f.get("prec", 1))
 
@@ -389,7 +388,7 @@ def sensitivity(f: dict[str, Any]) -> int:
         return cap
     if agg == "sum":
         return cap * max(abs(f["lo"]), abs(f["hi"]))
-    if agg in _RANGED:
+    if agg in RANGED:
         return f["hi"] - f["lo"]
     if agg == "dwell":
         return 2 * cap
@@ -419,7 +418,7 @@ def record_field(stream: dict[str, Any], name: str) -> tuple[str, dict[str, Any]
     f = stream["fields"].get(fname)
     if f is None:
         return None
-    if f["agg"] in _BINNED:
+    if f["agg"] in BINNED:
         ok = b.isdigit() and int(b) < len(f["edges"]) + 1
     else:
         ok = not b
