@@ -48,7 +48,7 @@ from .vboard import firmware, runner
 from .vboard.board import BoardSpec
 from .vboard.rawreplay import ble_footfall, pin_event, write_raw_replay
 from .verify import Keyring, VerifyReport, verify
-from .verify.messages import authenticate, decode_plaintexts, extract
+from .verify.messages import Message
 from .verify.truth import ground_truth
 
 START = 1_700_000_100  # the crowd's first second; a window boundary (veil.T0 + k * 300)
@@ -165,7 +165,7 @@ def run_footfall(
     with Registry.open(db) as reg:
         keyring = Keyring.from_registry(reg)
     report = verify(cap, keyring=keyring, policy=policy, canaries=replay)
-    rows = visitors_rows(cap, keyring, replay, policy)
+    rows = visitors_rows(report.messages, replay, policy)
     result = ScenarioResult(report, rows, cap, replay, db, steps=steps)
     if picture:
         from .plot import plot_windows
@@ -272,22 +272,16 @@ def _soft_reset(port: str) -> None:
 
 
 def visitors_rows(
-    cap: Path,
-    keyring: Keyring,
+    messages: list[Message],
     replay: Path,
     policy: dict[str, Any],
     stream: str = "footfall",
     field_: str = "visitors",
 ) -> list[tuple[int, int, int | None]]:
-    """(window start, true value, reported value or None) for one field, window by window."""
-    from .capture import read_capture
-
-    scratch = VerifyReport(capture=str(cap))
-    traffic = extract(read_capture(cap), scratch)
-    authenticate(traffic.messages, keyring, scratch)
-    decode_plaintexts(traffic.messages, scratch)
+    """(window start, true value, reported value or None) for one field, window by window,
+    from the messages verify decoded (VerifyReport.messages)."""
     reported: dict[int, int] = {}
-    for m in traffic.messages:
+    for m in messages:
         if m.pack is not None and m.pack.base_name.endswith(f":{stream}:"):
             for r in m.pack.records:
                 if r.name.endswith(f":{stream}:{field_}"):

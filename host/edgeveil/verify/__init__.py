@@ -55,6 +55,7 @@ def verify(
     report = VerifyReport(capture=str(capture))
     report.facts["records"] = len(cap.records)
     traffic = extract(cap, report)
+    report.messages = traffic.messages
     pol = None
     if keyring is None or not len(keyring):
         report.errors.append("no device keys: give --registry or --keys")

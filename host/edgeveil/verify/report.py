@@ -57,6 +57,9 @@ class VerifyReport:
     errors: list[str] = field(default_factory=list)  # why it could not verify, if so
     covered: dict[str, int] = field(default_factory=dict)  # check -> items it examined
     facts: dict[str, Any] = field(default_factory=dict)  # counts: messages, devices, ...
+    # The messages as decoded (verify.messages.Message), for callers that show them; not
+    # part of any written report.
+    messages: list[Any] = field(default_factory=list, repr=False)
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
