@@ -743,7 +743,11 @@ def provision_cmd(
 
     With --factory the board needs no MicroPython yet: the firmware, an NVS partition image
     holding the keys and a littlefs image of the deployed code are written in one esptool
-    pass, verified, and the NVS partition read back before the entry is made active.
+    pass, verified, and the NVS partition read back before the entry is made active. A
+    factory run cut off mid-write is settled with --factory --firmware F --resume, through
+    the chip's ROM loader (the board need not boot): the pending entries recorded with
+    that chip's MAC are completed (written again, the board's counter and budget kept) if
+    any of their keys reached the NVS partition, else rolled back.
 
     \b
     Examples:
@@ -752,6 +756,7 @@ def provision_cmd(
       edgeveil provision --ports auto --policy shop.toml --json
       edgeveil provision --port /dev/ttyUSB0 --policy shop.toml --resume
       edgeveil provision --factory --firmware fw.bin --port /dev/ttyUSB0 --out images/
+      edgeveil provision --factory --firmware fw.bin --port /dev/ttyUSB0 --resume
     """
     from .boards import load_board
     from .link import open_link
@@ -760,8 +765,8 @@ def provision_cmd(
 
     if (port is None) == (ports_spec is None):
         raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
-    if (factory or out_dir) and do_resume:
-        raise click.UsageError("--resume settles pending entries; it takes no --factory/--out")
+    if out_dir and do_resume:
+        raise click.UsageError("--resume settles pending entries; it takes no --out")
     if factory != (firmware_path is not None) or (out_dir and not factory):
         raise click.UsageError("--factory needs --firmware F.bin (and --out only goes with it)")
     b = load_board(board)
@@ -775,10 +780,12 @@ def provision_cmd(
 
     def work(p: str, progress: Any) -> dict[str, Any]:
         if factory:
-            from .factory import provision_factory, report_json
+            from .factory import provision_factory, report_json, resume_factory
 
             assert firmware_path is not None
             with Registry.open(reg_path, key_path=key_path) as reg:
+                if do_resume:
+                    return {"port": p, "resumed": resume_factory(p, b, reg, policy, firmware_path)}
                 return report_json(
                     provision_factory(p, b, reg, policy, firmware_path, out_dir=out_dir)
                 )

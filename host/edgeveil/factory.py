@@ -1,8 +1,9 @@
 """Factory provisioning: firmware, the device's keys (an NVS image) and the deployed code
-(a littlefs image) written to a blank board in one esptool pass.
+(a littlefs image) written to a blank board in one esptool pass, and its resumption.
 
     with Registry.open(db) as reg:
         report = provision_factory("/dev/ttyUSB0", board, reg, policy, Path("fw.bin"))
+        settled = resume_factory("/dev/ttyUSB0", board, reg, policy, Path("fw.bin"))
 
 Order, so that no board ever holds keys the registry lacks and a refusal costs nothing:
 
@@ -17,18 +18,29 @@ Order, so that no board ever holds keys the registry lacks and a refusal costs n
 3. The secrets are generated, the policy compiled and authenticated for this device, and
    the NVS image of namespace "veil" built (`nvs.make_nvs`, ESP-IDF's own generator) at
    the size of the board's `nvs` partition.
-4. The port is opened and the chip that answers identified (the board's chip, or nothing
-   is written). Only now is the device recorded in the registry as `pending` (with its
-   MAC), and the images written to `out_dir` if one is given.
+4. The port is opened and the chip that answers identified (`flash.open_chip`: the
+   board's chip, or nothing is written). Only now is the device recorded in the registry
+   as `pending` (with a keyed hash of its MAC), and the images written to `out_dir` if
+   one is given.
 5. One esptool pass writes the firmware's regions, the NVS image and the littlefs image,
    each MD5-verified by the chip; then the NVS partition is read back (esptool
    read_flash), parsed (`nvs.read_nvs`) and compared with the secrets. Only then is the
    entry made `active` (with the code hash), and the chip is hard-reset.
 
 A failure before anything was written (port, wrong chip, too little flash) deletes the
-pending entry again. A failure during or after the write leaves the entry `pending`:
-`edgeveil provision --resume` settles it once the board runs (or the factory run is
-repeated after `edgeveil registry` shows it).
+pending entry again. A failure during or after the write, or a killed process, leaves the
+entry `pending`, and a half-written board may not boot MicroPython at all: `resume_factory`
+(`edgeveil provision --factory --firmware F --resume`) settles it through the ROM loader
+alone. It finds the pending entries recorded with the MAC of the chip that answers and
+reads the NVS partition:
+
+- none of an entry's secrets are there (as parsed, nor anywhere in the raw partition):
+  the board never held them, and the entry is deleted ("rolled back");
+- any of them are: the pass is written again with the same keys ("completed"), after
+  checking that the policy given is the one the entry was provisioned with. What the
+  board's filesystem already holds outside the code (its message counter, ε budget,
+  configuration; read block by block, `lfs.read_vfs`) is carried into the new image, so a
+  board that ran with these keys never reuses a nonce or gets its budget back.
 """
 
 from __future__ import annotations
@@ -42,25 +54,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .boards import Board
+from .boards import Board, Partition
 from .demo import DeviceSecrets
-from .errors import EdgeveilError, FlashError
-from .flash import (
-    _LINELESS_RESET_S,
-    _check_port,
-    _connect,
-    _esptool_log,
-    _flash,
-    _has_modem_lines,
-    _identify,
-    _reset,
-    load_firmware,
-)
-from .lfs import make_vfs_image, vfs_partition
+from .errors import EdgeveilError, FlashError, ImageError
+from .flash import Chip, ProgressCallback, load_firmware, open_chip
+from .lfs import make_vfs_image, read_vfs, vfs_partition
 from .nvs import make_nvs, read_nvs
 from .partitions import find_partition
 from .policy import compile_policy
-from .provision import COUNTER_PATH, NAMESPACE, ProvisionError, counter_record
+from .provision import (
+    COUNTER_PATH,
+    NAMESPACE,
+    ProvisionError,
+    counter_record,
+    read_counter_record,
+)
 
 Say = Callable[[str], None]
 
@@ -107,6 +115,50 @@ def _write_out(
     return where
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a factory pass writes besides the device's own images: checked once per run."""
+
+    board: Board
+    firmware: Path
+    fw_regions: list[tuple[int, bytes]]
+    nvs: Partition
+    vfs: Partition
+    code: dict[str, bytes]  # the code image's files, without any device state
+    code_hash: str
+
+
+def _plan(board: Board, firmware_path: Path | str, src: Path | None) -> _Plan:
+    from .deploy import image_files
+
+    fw_path = Path(firmware_path)
+    info = load_firmware(fw_path, board)  # wrong chip: refused before anything else
+    files, code_hash = image_files(board, src)
+    return _Plan(
+        board,
+        fw_path,
+        info.regions(board),
+        find_partition(board.partitions, "nvs"),
+        vfs_partition(board),
+        files,
+        code_hash,
+    )
+
+
+def _device_regions(
+    plan: _Plan, secrets: DeviceSecrets, policy: dict[str, Any], state: dict[str, bytes]
+) -> tuple[list[tuple[int, bytes]], dict[str, bytes], str]:
+    """(regions to write, NVS values, policy hash) for one device; `state` is the device
+    state files its filesystem keeps (at least the counter record)."""
+    blob = compile_policy(policy, secrets.dev_id, secrets.policy_key)
+    values = secrets.nvs_values(blob)
+    nvs_image = make_nvs({NAMESPACE: values}, plan.nvs.size)
+    vfs_image = make_vfs_image({**plan.code, **state}, plan.vfs.size)
+    regions = [*plan.fw_regions, (plan.nvs.offset, nvs_image), (plan.vfs.offset, vfs_image)]
+    regions.sort(key=lambda r: r[0])
+    return regions, values, hashlib.sha256(blob).hexdigest()
+
+
 def provision_factory(
     port: str,
     board: Board,
@@ -116,8 +168,12 @@ def provision_factory(
     progress: Say | None = None,
     out_dir: Path | str | None = None,
     src: Path | None = None,
+    write_progress: ProgressCallback | None = None,
 ) -> FactoryReport:
     """Firmware, keys and code to a blank board in one pass; see the module docstring.
+
+    Args:
+        write_progress: called with (bytes written, bytes to write) during the pass.
 
     Raises:
         ImageError: the firmware file is wrong for the board, or the code does not fit.
@@ -125,95 +181,133 @@ def provision_factory(
         ProvisionError: the NVS read back does not hold the secrets (entry stays pending).
         RegistryError: no master key, or the registry refused.
     """
-    from .deploy import image_files
-
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
-    fw_path = Path(firmware_path)
-    info = load_firmware(fw_path, board)  # wrong chip: refused before anything else
-    fw_regions = info.regions(board)
-
-    nvs_part = find_partition(board.partitions, "nvs")
-    vfs_part = vfs_partition(board)
-    files, code_hash = image_files(board, src)
-    files[COUNTER_PATH] = counter_record()
-    vfs_image = make_vfs_image(files, vfs_part.size)
-    say("code image: %d files, code %s" % (len(files), code_hash[:16]))
-
+    plan = _plan(board, firmware_path, src)
     secrets = DeviceSecrets.generate()
-    blob = compile_policy(policy, secrets.dev_id, secrets.policy_key)
-    policy_hash = hashlib.sha256(blob).hexdigest()
-    values = secrets.nvs_values(blob)
-    nvs_image = make_nvs({NAMESPACE: values}, nvs_part.size)
+    regions, values, policy_hash = _device_regions(
+        plan, secrets, policy, {COUNTER_PATH: counter_record()}
+    )
+    say("code image: %d files, code %s" % (len(plan.code) + 1, plan.code_hash[:16]))
     dev_id = secrets.dev_id.hex()
-    regions = [*fw_regions, (nvs_part.offset, nvs_image), (vfs_part.offset, vfs_image)]
-    regions.sort(key=lambda r: r[0])
-
-    _check_port(port)
-    log = _esptool_log()
     written_to: Path | None = None
-    recorded = False
-    touched = False  # whether the write may have begun
-    with log.session([len(d) for _, d in regions], None) as session:
-        esp = _connect(port, session)
-        reset = False
+    with open_chip(port, board, write_progress) as chip:
+        registry.add_pending(
+            secrets.dev_id, board.name, secrets, policy_hash, port, mac=_mac_bytes(chip.mac)
+        )
+        say("recorded %s as pending" % dev_id)
+        touched = False  # whether the write may have begun
         try:
-            _description, mac = _identify(esp, port, board)
-            registry.add_pending(
-                secrets.dev_id,
-                board.name,
-                secrets,
-                policy_hash,
-                port,
-                mac=bytes.fromhex(mac.replace(":", "")),
-            )
-            recorded = True
-            say("recorded %s as pending" % dev_id)
             if out_dir is not None:
                 written_to = _write_out(
-                    Path(out_dir), dev_id, regions, nvs_part.offset, vfs_part.offset, fw_path
-                )
+                    Path(out_dir), dev_id, regions, plan.nvs.offset, plan.vfs.offset,
+                    plan.firmware,
+                )  # fmt: skip
                 say("images written to %s" % written_to)
             touched = True
-            esp = _flash(esp, port, regions, False, board, session)
-            say("written and verified: %d regions" % len(regions))
-            _confirm_flash(esp, port, nvs_part.offset, nvs_part.size, values)
-            registry.set_code_hash(secrets.dev_id, code_hash)
-            registry.activate(secrets.dev_id)
-            say("confirmed and active")
-            _reset(esp)
-            reset = True
+            _write_and_activate(chip, plan, registry, secrets.dev_id, regions, values)
+            say("written, verified, confirmed and active: %d regions" % len(regions))
         except BaseException as exc:
-            if recorded and (
-                not touched or (isinstance(exc, FlashError) and "nothing was written" in str(exc))
-            ):
+            if not touched or (isinstance(exc, FlashError) and "nothing was written" in str(exc)):
                 _roll_back(registry, secrets.dev_id, written_to)
-            elif recorded and isinstance(exc, EdgeveilError):
+            elif isinstance(exc, EdgeveilError):
                 exc.args = (
-                    "%s (device %s stays pending in the registry; "
-                    "`edgeveil provision --resume` settles it)" % (exc, dev_id),
+                    "%s (device %s stays pending in the registry; `edgeveil provision "
+                    "--factory --firmware %s --port %s --resume` settles it)"
+                    % (exc, dev_id, plan.firmware, port),
                 )
             raise
-        finally:
-            if not reset:
-                _reset(esp, quiet=True)
-            lines = _has_modem_lines(esp._port)
-            esp._port.close()
-            if not lines:
-                time.sleep(_LINELESS_RESET_S)  # as write_firmware: let a pty board reset
     return FactoryReport(
         dev_id=dev_id,
         board=board.name,
         port=port,
-        mac=mac,
+        mac=chip.mac,
         policy_hash=policy_hash,
-        code_hash=code_hash,
+        code_hash=plan.code_hash,
         regions=tuple((at, len(d)) for at, d in regions),
         bytes_written=sum(len(d) for _, d in regions),
         out_dir=str(written_to) if written_to else None,
         status="active",
         seconds=time.monotonic() - t0,
     )
+
+
+def _write_and_activate(
+    chip: Chip,
+    plan: _Plan,
+    registry: Any,
+    dev_id: bytes,
+    regions: list[tuple[int, bytes]],
+    values: dict[str, bytes],
+) -> None:
+    """The pass, the NVS read back and compared, then the entry made active."""
+    chip.write(regions)
+    got = _parse_nvs(chip.read(plan.nvs.offset, plan.nvs.size), strict=True)
+    wrong = sorted(k for k, v in values.items() if got.get(k) != v)
+    if wrong:
+        raise ProvisionError(f"{chip.port}: NVS read-back mismatch for {', '.join(wrong)}")
+    registry.set_code_hash(dev_id, plan.code_hash)
+    registry.activate(dev_id)
+
+
+def resume_factory(
+    port: str,
+    board: Board,
+    registry: Any,
+    policy: dict[str, Any],
+    firmware_path: Path | str,
+    progress: Say | None = None,
+    src: Path | None = None,
+    write_progress: ProgressCallback | None = None,
+) -> dict[str, str]:
+    """Settle the pending entries of the board on `port` through its ROM loader; see the
+    module docstring.
+
+    Returns:
+        {dev_id hex: "completed" | "rolled back"}; empty if no pending entry has this
+        board's MAC.
+
+    Raises:
+        ImageError, FlashError: as `provision_factory` (nothing is settled then).
+        ProvisionError: the policy given is not the entry's, the board's NVS holds parts
+            of several pending entries, or its counter record is unreadable (all left
+            pending, the board untouched).
+    """
+    say = progress or (lambda _msg: None)
+    plan = _plan(board, firmware_path, src)
+    done: dict[str, str] = {}
+    with open_chip(port, board, write_progress) as chip:
+        mine = [r for r in registry.find_mac(_mac_bytes(chip.mac)) if r.status == "pending"]
+        if not mine:
+            return done
+        raw = chip.read(plan.nvs.offset, plan.nvs.size)
+        parsed = _parse_nvs(raw, strict=False)
+        held = [r for r in mine if _holds_any(raw, parsed, registry.secrets(r.dev_id))]
+        if len(held) > 1:
+            raise ProvisionError(
+                "%s: the board's NVS holds parts of several pending devices (%s); "
+                "settle them by hand" % (port, ", ".join(r.dev_id.hex() for r in held))
+            )
+        for rec in mine:
+            if rec not in held:
+                registry.delete_pending(rec.dev_id)
+                done[rec.dev_id.hex()] = "rolled back"
+                say("%s: none of its keys reached the board: rolled back" % rec.dev_id.hex())
+        for rec in held:
+            secrets = registry.secrets(rec.dev_id)
+            state = _board_state(chip, plan)
+            regions, values, policy_hash = _device_regions(plan, secrets, policy, state)
+            if policy_hash != rec.policy_hash:
+                raise ProvisionError(
+                    "%s: device %s was provisioned with policy %s, the policy given is %s; "
+                    "resume with the same --policy" % (
+                        port, rec.dev_id.hex(), rec.policy_hash[:16], policy_hash[:16]
+                    )
+                )  # fmt: skip
+            _write_and_activate(chip, plan, registry, rec.dev_id, regions, values)
+            done[rec.dev_id.hex()] = "completed"
+            say("%s: written again, confirmed and active" % rec.dev_id.hex())
+    return done
 
 
 def _roll_back(registry: Any, dev_id: bytes, written_to: Path | None) -> None:
@@ -230,20 +324,66 @@ def _roll_back(registry: Any, dev_id: bytes, written_to: Path | None) -> None:
                 pass
 
 
-def _confirm_flash(esp: Any, port: str, at: int, size: int, values: dict[str, bytes]) -> None:
-    """Read the NVS partition back from the chip and compare it with the secrets."""
-    from esptool import cmds
-    from esptool.util import FatalError
-    from serial import SerialException
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
 
+
+def _parse_nvs(data: bytes, strict: bool) -> dict[str, bytes]:
+    """Namespace "veil" of an NVS partition read from a chip; a partition too damaged to
+    parse reads as empty when not `strict` (the raw search in `_holds_any` still looks)."""
     try:
-        data = cmds.read_flash(esp, at, size, no_progress=True)
-    except (FatalError, SerialException, OSError) as exc:
-        raise ProvisionError(f"{port}: reading the NVS partition back failed: {exc}") from exc
-    got = read_nvs(bytes(data or b""), strict=True).get(NAMESPACE, {})
-    wrong = sorted(k for k, v in values.items() if got.get(k) != v)
-    if wrong:
-        raise ProvisionError(f"{port}: NVS read-back mismatch for {', '.join(wrong)}")
+        got = read_nvs(data, strict=strict).get(NAMESPACE, {})
+    except ImageError:
+        if strict:
+            raise
+        return {}
+    return {k: v for k, v in got.items() if isinstance(v, bytes)}
+
+
+def _holds_any(raw: bytes, parsed: dict[str, bytes], secrets: DeviceSecrets) -> bool:
+    """Whether any of the device's secrets is on the board: parsed from its NVS, or
+    anywhere in the raw partition (a page torn mid-write may not parse)."""
+    mine = {
+        "dev_id": secrets.dev_id,
+        "cose_key": secrets.cose_key,
+        "base_iv": secrets.base_iv,
+        "pseudo_key": secrets.pseudo_key,
+        "policy_key": secrets.policy_key,
+    }
+    return any(parsed.get(k) == v or v in raw for k, v in mine.items())
+
+
+def _board_state(chip: Chip, plan: _Plan) -> dict[str, bytes]:
+    """The files on the board's filesystem that are the device's state rather than code,
+    with a counter record at 0 if it has none.
+
+    Raises:
+        ProvisionError: the board has a counter record that is not sound.
+    """
+    from littlefs import LittleFSError
+
+    from .deploy import ROOT
+
+    part = plan.vfs
+    state: dict[str, bytes] = {}
+    try:
+        with read_vfs(
+            lambda at, n: chip.read(part.offset + at, n), part.size, f"{chip.port}: vfs"
+        ) as fs:
+            for path, is_dir in fs.walk():
+                if not (is_dir or path.startswith(ROOT + "/") or path in plan.code):
+                    state[path] = fs.read(path)
+    except (ImageError, LittleFSError):
+        state = {}  # torn or blank: nothing ran from it (MicroPython formats it at boot)
+    if COUNTER_PATH not in state:
+        state[COUNTER_PATH] = counter_record()
+    elif read_counter_record(state[COUNTER_PATH]) is None:
+        raise ProvisionError(
+            "%s: the board's %s is not a sound counter record; it is left as it is "
+            "(settle it by hand: the device may have sent messages under its keys)"
+            % (chip.port, COUNTER_PATH)
+        )
+    return state
 
 
 def report_json(report: FactoryReport) -> dict[str, object]:

@@ -23,6 +23,11 @@ The order makes a refusal leave the board as it was:
    mid-write fails at once: esptool's reconnect-by-name is turned off, as on a jig the
    name may meanwhile belong to another board.
 
+`open_chip(port, board)` is the same esptool session for other work on a board's flash:
+it connects, checks the chip and yields a `Chip` that writes (`write`, MD5-verified) and
+reads (`read`) regions, and resets the chip on the way out. `edgeveil.factory` uses it to
+write a device's whole flash in one pass and to read its NVS back through the ROM loader.
+
 esptool's own console output is captured per thread (its log is process-wide), so boards
 flashed in parallel by `edgeveil.fleet.run_many` keep their progress and messages apart;
 `FlashError` carries the last lines esptool printed when something fails.
@@ -186,31 +191,13 @@ def write_firmware(
     start = time.monotonic()
     info = load_firmware(image_path, board)
     regions = info.regions(board)
-    _check_port(port)
-    log = _esptool_log()
-    with log.session([len(data) for _, data in regions], progress) as session:
-        esp = _connect(port, session)
-        reset = False
-        try:
-            description, mac = _identify(esp, port, board)
-            esp = _flash(esp, port, regions, erase, board, session)
-            _reset(esp)
-            reset = True
-        finally:
-            if not reset:
-                _reset(esp, quiet=True)  # leave the loader: the board runs what it has
-            lines = _has_modem_lines(esp._port)
-            esp._port.close()
-            if not lines:
-                # No DTR/RTS (a pty): a board there resets when the port closes, so keep
-                # it closed as long as esptool's RTS reset pulse lasts, lest a client that
-                # reopens at once find the chip still in its loader.
-                time.sleep(_LINELESS_RESET_S)
+    with open_chip(port, board, progress) as chip:
+        chip.write(regions, erase)
     return FlashReport(
         port=port,
         board=board.name,
-        chip=description,
-        mac=mac,
+        chip=chip.description,
+        mac=chip.mac,
         offset=info.write_offset(board),
         regions=tuple((at, len(data)) for at, data in regions),
         bytes_written=sum(len(data) for _, data in regions),
@@ -220,6 +207,94 @@ def write_firmware(
         image_sha256=hashlib.sha256(info.data).hexdigest(),
         seconds=time.monotonic() - start,
     )
+
+
+# -- one esptool session with a board's chip ------------------------------------------------
+
+
+class Chip:
+    """The board's chip in its ROM loader, connected and identified (see `open_chip`).
+
+    Attributes:
+        port: the port it answers on.
+        board: the board file it was checked against.
+        description: esptool's description, e.g. "ESP32-D0WD-V3 (revision v3.1)".
+        mac: its MAC address, "24:0a:c4:00:00:01".
+    """
+
+    def __init__(self, port: str, board: Board, esp: Any, session: _Session) -> None:
+        self.port, self.board = port, board
+        self._esp, self._session = esp, session
+        self.description, self.mac = "", ""
+        self._prepared = False
+
+    def write(self, regions: list[tuple[int, bytes]], erase: bool = False) -> None:
+        """Write `(offset, data)` regions in one pass, each MD5-verified by the chip; with
+        `erase` the whole flash is erased first. Progress goes to `open_chip`'s callback.
+
+        Raises:
+            FlashError: too little flash (nothing written), a write or a verify failure.
+        """
+        self._session.sizes = [len(data) for _, data in regions]
+        self._session.region = -1
+        self._stub()
+        _write(self._esp, self.port, regions, erase, self._session)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes of flash from `offset` (esptool's read_flash).
+
+        Raises:
+            FlashError: the chip stopped answering or the read failed.
+        """
+        from esptool import cmds
+
+        self._stub()
+        with _esptool_errors(self.port, f"reading {length} bytes at {offset:#x}", self._session):
+            data = cmds.read_flash(self._esp, offset, length, no_progress=True)
+        return bytes(data or b"")
+
+    def _stub(self) -> None:
+        if not self._prepared:
+            self._esp = _prepare(self._esp, self.port, self.board, self._session)
+            self._prepared = True
+
+
+@contextmanager
+def open_chip(port: str, board: Board, progress: ProgressCallback | None = None) -> Iterator[Chip]:
+    """Connect to the chip on `port` through esptool and check it is the board's chip.
+
+        with open_chip("/dev/ttyUSB0", board) as chip:
+            nvs = chip.read(0x9000, 0x6000)
+            chip.write([(0x9000, image)])
+
+    The port is opened exclusively; the chip is hard-reset and the port closed on the way
+    out (quietly if the block raised, so the first error is the one reported). esptool's
+    output during the session is kept apart per thread and quoted in a FlashError.
+
+    Raises:
+        FlashError: no such port, port busy, no chip answering, or a chip that is not the
+            board's (nothing is written then).
+    """
+    _check_port(port)
+    log = _esptool_log()
+    with log.session([], progress) as session:
+        chip = Chip(port, board, _connect(port, session), session)
+        done = False
+        try:
+            chip.description, chip.mac = _identify(chip._esp, port, board)
+            yield chip
+            done = True
+        finally:
+            try:
+                _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
+            finally:
+                lines = _has_modem_lines(chip._esp._port)
+                chip._esp._port.close()
+                if not lines:
+                    # No DTR/RTS (a pty): a board there resets when the port closes, so
+                    # keep it closed as long as esptool's RTS reset pulse lasts, lest a
+                    # client that reopens at once find the chip still in its loader.
+                    time.sleep(_LINELESS_RESET_S)
 
 
 # -- the steps ------------------------------------------------------------------------------
@@ -279,40 +354,51 @@ def _identify(esp: Any, port: str, board: Board) -> tuple[str, str]:
     return description, mac
 
 
-def _flash(
-    esp: Any,
-    port: str,
-    regions: list[tuple[int, bytes]],
-    erase: bool,
-    board: Board,
-    session: _Session,
-) -> Any:
-    """Stub, attach, size check, (erase), write and verify; returns the stub's loader."""
+def _prepare(esp: Any, port: str, board: Board, session: _Session) -> Any:
+    """Stub, attach and size check; returns the stub's loader (or the ROM's, where esptool
+    runs no stub)."""
     from esptool import cmds
-    from esptool.util import FatalError
-    from serial import SerialException
 
-    try:
+    with _esptool_errors(port, "connecting to the flash failed", session):
         esp = cmds.run_stub(esp)
         # esptool would reopen the port by name for seconds after losing it: on a jig the
         # name may by then be another board's, which would get this board's firmware.
         esp.WRITE_FLASH_ATTEMPTS = 1
         cmds.attach_flash(esp)
         size = _flash_bytes(cmds.detect_flash_size(esp))
-        if size is not None and size < board.flash_size:
-            raise FlashError(
-                f"{port}: the chip has {size >> 20} MiB of flash, board {board.name} needs "
-                f"{board.flash_size >> 20} MiB; nothing was written"
-            )
+    if size is not None and size < board.flash_size:
+        raise FlashError(
+            f"{port}: the chip has {size >> 20} MiB of flash, board {board.name} needs "
+            f"{board.flash_size >> 20} MiB; nothing was written"
+        )
+    return esp
+
+
+def _write(
+    esp: Any, port: str, regions: list[tuple[int, bytes]], erase: bool, session: _Session
+) -> None:
+    """Write the regions in one pass (the whole chip erased first if `erase`) and verify."""
+    from esptool import cmds
+
+    with _esptool_errors(port, "writing failed", session):
         cmds.write_flash(esp, list(regions), erase_all=erase)
         for at, data in regions:
             _verify(esp, port, at, data)
+
+
+@contextmanager
+def _esptool_errors(port: str, doing: str, session: _Session) -> Iterator[None]:
+    """esptool's and pyserial's exceptions as a FlashError naming the port."""
+    from esptool.util import FatalError
+    from serial import SerialException
+
+    try:
+        yield
     except (FatalError, SerialException, OSError, termios.error) as exc:
         text = _first_line(str(exc))
         if "MD5" in text or "written flash region is empty" in text:
-            raise FlashError(f"{port}: verify failed: {text}{session.tail()}") from exc
-        raise FlashError(f"{port}: writing failed: {text}{session.tail()}") from exc
-    return esp
+            doing = "verify failed"
+        raise FlashError(f"{port}: {doing}: {text}{session.tail()}") from exc
 
 
 def _verify(esp: Any, port: str, at: int, data: bytes) -> None:

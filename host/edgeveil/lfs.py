@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,32 @@ class _FileRegion(UserContext):  # type: ignore[misc]
         return 0
 
 
+class _ReadRegion(UserContext):  # type: ignore[misc]
+    """A partition read a block at a time through `read(offset, length)` (a chip's flash
+    through esptool), each block once; writes are refused."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
+        self.fetch, self.in_size = read, size
+        self.blocks: dict[int, bytes] = {}
+
+    def read(self, cfg: Any, block: int, off: int, size: int) -> bytearray:
+        if block not in self.blocks:
+            self.blocks[block] = self.fetch(block * BLOCK_SIZE, BLOCK_SIZE)
+        return bytearray(self.blocks[block][off : off + size])
+
+    def prog(self, cfg: Any, block: int, off: int, data: bytes) -> int:
+        return -30  # LFS_ERR_ROFS
+
+    def erase(self, cfg: Any, block: int) -> int:
+        return -30
+
+    def sync(self, cfg: Any) -> int:
+        return 0
+
+
+_Region = _BufferRegion | _FileRegion | _ReadRegion
+
+
 def _norm(path: str) -> str:
     """An absolute littlefs path; refuses paths that climb out of the root."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
@@ -122,7 +148,7 @@ def _norm(path: str) -> str:
 class BoardVfs(Closing):
     """A mounted littlefs (the board's `vfs` partition). Use as a context manager."""
 
-    def __init__(self, fs: LittleFS, region: _BufferRegion | _FileRegion, fd: int = -1) -> None:
+    def __init__(self, fs: LittleFS, region: _Region, fd: int = -1) -> None:
         self.fs = fs  # the littlefs-python object, for anything not wrapped here
         self._region = region
         self._fd = fd
@@ -171,6 +197,8 @@ class BoardVfs(Closing):
         r = self._region
         if isinstance(r, _BufferRegion):
             return bytes(r.buffer[r.base : r.base + r.in_size])
+        if isinstance(r, _ReadRegion):
+            return b"".join(r.fetch(at, BLOCK_SIZE) for at in range(0, r.in_size, BLOCK_SIZE))
         return os.pread(r.fd, r.in_size, r.base)
 
     def close(self) -> None:
@@ -182,7 +210,7 @@ class BoardVfs(Closing):
                 self._fd = -1
 
 
-def _mount(region: _BufferRegion | _FileRegion, where: str, fd: int = -1) -> BoardVfs:
+def _mount(region: _Region, where: str, fd: int = -1) -> BoardVfs:
     fs = new_littlefs(region, region.in_size // BLOCK_SIZE)
     try:
         fs.mount()
@@ -224,6 +252,17 @@ def open_vfs(
         os.close(fd)
         raise ImageError(f"flash file {flash} ends before the {where}")
     return _mount(_FileRegion(fd, part.offset, part.size), f"{flash}: {where}", fd)
+
+
+def read_vfs(read: Callable[[int, int], bytes], size: int, where: str) -> BoardVfs:
+    """Mount, read-only, a vfs partition of `size` bytes read on demand through
+    `read(offset in the partition, length)`: only the blocks littlefs asks for are read
+    (a board's flash through `edgeveil.flash.Chip.read`, without reading megabytes).
+
+    Raises:
+        ImageError: no filesystem is there (naming `where`).
+    """
+    return _mount(_ReadRegion(read, size), where)
 
 
 def list_files(flash: bytes | bytearray | str | Path, board: Board) -> list[str]:
