@@ -1,6 +1,6 @@
 """Host toolkit benchmark against virtual boards (issue 4, "Measure").
 
-    make bench-host            # or: .venv/bin/python tools/bench_host.py [-n N] [deploy|flash]
+    make bench-host     # or: .venv/bin/python tools/bench_host.py [-n N] [SECTION ...]
 
 Deploy: the redeploy of an unchanged tree and of a one-file change, `edgeveil deploy`
 against `mpremote fs cp -r` of the same compiled tree, in the same run, each on its own
@@ -15,7 +15,8 @@ Figures are medians of N runs; the ratio is mpremote's time over edgeveil's.
 Flash (`bench_flash`, `tools/bench_host.py flash`): seconds to flash 1, 4 and 8 virtual
 boards at once through edgeveil.fleet, and boards per minute.
 
-Provision (`bench_provision`): the same for provisioning, with the scaling over one board.
+Provision (`bench_provision`): the same for provisioning, with the scaling over one board;
+`bench_factory` for `provision --factory` (firmware, keys and code in one esptool pass).
 """
 
 from __future__ import annotations
@@ -355,12 +356,58 @@ def bench_provision(work: Path, n: int) -> None:
             runner.stop(f"prov{i}", work / "state")
 
 
+def bench_factory(work: Path, n: int) -> None:
+    """`provision --factory` (firmware + NVS image + littlefs image of the compiled code in
+    one esptool pass, the NVS read back through esptool) on 1, 4 and 8 virtual boards at
+    once through edgeveil.fleet, in-process; boards per minute and the speed-up over one
+    board. Every run is a new device per board (the whole flash written again)."""
+    from edgeveil.factory import provision_factory
+    from edgeveil.fleet import run_many
+    from edgeveil.policy import default_policy
+    from edgeveil.registry import Registry, init_registry
+    from edgeveil.vboard import firmware
+
+    board = load_board(BOARD)
+    policy = default_policy()
+    fw = work / "factory-fw.bin"
+    fw.write_bytes(firmware.build_firmware(board))
+    db = init_registry(work / "factory-reg.db")
+    boards = [start_board(work, f"fact{i}") for i in range(8)]
+
+    def one(port: str, progress: object) -> None:
+        with Registry.open(db) as reg:
+            provision_factory(port, board, reg, policy, fw)
+
+    try:
+        print(f"provision --factory: board {BOARD}, virtual boards on ptys, median of {n}")
+        print(f"{'boards':>6} {'seconds':>8} {'boards/min':>11} {'vs 1 board':>11}")
+        base = 0.0
+        for count in (1, 4, 8):
+            ports = [b.port for b in boards[:count]]
+
+            def once(i: int, ports: list[str] = ports) -> float:
+                res = run_many(ports, one, "factory", quiet=True)
+                if not res.ok:
+                    raise SystemExit(f"factory failed: {res.failed[0].message}")
+                return res.seconds
+
+            once(-1)  # warm: mpy-cross's cache of the compiled tree
+            secs = median(once, n)
+            rate = 60 * count / secs
+            base = base or rate
+            print(f"{count:>6} {secs:8.3f} {rate:11.0f} {rate / base:10.1f}x")
+    finally:
+        for i in range(8):
+            runner.stop(f"fact{i}", work / "state")
+
+
 # --- end provision ---
 
 SECTIONS: dict[str, Callable[[Path, int], None]] = {
     "deploy": bench_deploy,
     "flash": bench_flash,
     "provision": bench_provision,
+    "factory": bench_factory,
 }
 
 

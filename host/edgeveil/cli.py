@@ -785,9 +785,14 @@ def provision_cmd(
             assert firmware_path is not None
             with Registry.open(reg_path, key_path=key_path) as reg:
                 if do_resume:
-                    return {"port": p, "resumed": resume_factory(p, b, reg, policy, firmware_path)}
+                    settled = resume_factory(
+                        p, b, reg, policy, firmware_path, write_progress=progress
+                    )
+                    return {"port": p, "resumed": settled}
                 return report_json(
-                    provision_factory(p, b, reg, policy, firmware_path, out_dir=out_dir)
+                    provision_factory(
+                        p, b, reg, policy, firmware_path, out_dir=out_dir, write_progress=progress
+                    )
                 )
         with Registry.open(reg_path, key_path=key_path) as reg, open_link(p) as link:
             if do_resume:
@@ -806,7 +811,11 @@ def provision_cmd(
             return dataclasses.asdict(report)
 
     if port is not None:
-        out = work(port, None)
+        bar = _ByteBar(f"factory {port}")  # the one long step: the esptool pass
+        try:
+            out = work(port, bar.update)
+        finally:
+            bar.close()
         if as_json:
             click.echo(json.dumps(out))
         elif do_resume:
