@@ -739,7 +739,9 @@ def provision_cmd(
     read back and compared, and only then is the entry made active. A run killed anywhere
     leaves no device, or a pending entry that `--resume` completes (when any of its keys
     reached the board) or rolls back (when none did); never a board whose keys the
-    registry lacks. No secret is printed.
+    registry lacks. Each entry records the board's MAC, and --resume settles only the
+    entries of the board that answers on the port, wherever it was provisioned. No secret
+    is printed.
 
     With --factory the board needs no MicroPython yet: the firmware, an NVS partition image
     holding the keys and a littlefs image of the deployed code are written in one esptool
@@ -761,7 +763,7 @@ def provision_cmd(
     from .boards import load_board
     from .link import open_link
     from .policy import compile_policy, default_policy, load_policy_file
-    from .provision import provision, resume
+    from .provision import provision, resume_board
 
     if (port is None) == (ports_spec is None):
         raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
@@ -796,17 +798,8 @@ def provision_cmd(
                 )
         with Registry.open(reg_path, key_path=key_path) as reg, open_link(p) as link:
             if do_resume:
-                done = {}
-                for rec in reg.pending():
-                    if rec.port == p:
-                        done[rec.dev_id.hex()] = resume(
-                            link,
-                            reg,
-                            rec.dev_id,
-                            lambda s: compile_policy(policy, s.dev_id, s.policy_key),
-                            p,
-                        )
-                return {"port": p, "resumed": done}
+                blob_of = lambda s: compile_policy(policy, s.dev_id, s.policy_key)  # noqa: E731
+                return {"port": p, "resumed": resume_board(link, reg, blob_of, p)}
             report = provision(link, b, reg, policy, p, force=force)
             return dataclasses.asdict(report)
 

@@ -22,6 +22,8 @@ as "nothing spent yet" and writes it at its first release.)
 A run killed anywhere leaves either nothing, or a `pending` entry that `resume()` settles
 with the device in hand: it completes it (writes again and confirms) when the device holds
 that dev_id or part of its keys, and rolls it back only when the device holds none of it.
+Each entry records the board's MAC (`machine.unique_id()`), and `resume_board()` settles
+only the entries of the board it is talking to, whatever port that board is on now.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ def read_device(link: LinkLike) -> dict[str, bytes | None]:
     if not isinstance(got, dict):
         raise ProvisionError("device answered %r to an NVS read" % (got,))
     return {k: (bytes(v) if isinstance(v, bytes | bytearray) else None) for k, v in got.items()}
+
+
+def read_mac(link: LinkLike) -> bytes:
+    """The board's base MAC (`machine.unique_id()`, what esptool's read_mac shows), which
+    identifies a board whatever port it is on today."""
+    link.exec("import machine")
+    got = link.eval("machine.unique_id()")
+    if not isinstance(got, bytes) or len(got) != 6:
+        raise ProvisionError("device answered %r for its MAC (machine.unique_id())" % (got,))
+    return got
 
 
 def counter_record(start: int = 0) -> bytes:
@@ -190,7 +202,9 @@ def provision(
     secrets = DeviceSecrets.generate()
     blob = compile_policy(policy, secrets.dev_id, secrets.policy_key)
     policy_hash = hashlib.sha256(blob).hexdigest()
-    registry.add_pending(secrets.dev_id, board.name, secrets, policy_hash, port)
+    registry.add_pending(
+        secrets.dev_id, board.name, secrets, policy_hash, port, mac=read_mac(link)
+    )
     say("recorded %s as pending" % secrets.dev_id.hex())
     values = secrets.nvs_values(blob)
     write_device(link, values)
@@ -239,3 +253,28 @@ def resume(
     ensure_counter(link)
     registry.activate(dev_id)
     return "completed"
+
+
+def resume_board(
+    link: LinkLike,
+    registry: Any,
+    policy_blob_of: Callable[[DeviceSecrets], bytes],
+    port: str,
+) -> dict[str, str]:
+    """Settle every pending entry that belongs to the board on `link`.
+
+    An entry belongs to the board that was provisioned: its MAC is recorded with it, and
+    only entries with this board's MAC are settled here. On a jig the ports may have been
+    renumbered since (a replugged hub): matching by port would roll back an entry whose
+    keys are on another board, judged by a board that never held them. Entries recorded
+    without a MAC (an older edgeveil did not record one) are matched by port.
+
+    Returns:
+        {dev_id hex: "completed" | "rolled back"}; empty when nothing is pending here.
+    """
+    mac = read_mac(link)
+    mine = [r for r in registry.find_mac(mac) if r.status == "pending"]
+    mine += [r for r in registry.pending() if r.mac_hash is None and r.port == port]
+    return {
+        rec.dev_id.hex(): resume(link, registry, rec.dev_id, policy_blob_of, port) for rec in mine
+    }

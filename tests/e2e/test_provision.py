@@ -12,7 +12,14 @@ from edgeveil.errors import EdgeveilError
 from edgeveil.link import open_link
 from edgeveil.nvs import read_nvs
 from edgeveil.policy import compile_policy, default_policy
-from edgeveil.provision import ProvisionError, provision, read_device, resume, write_device
+from edgeveil.provision import (
+    ProvisionError,
+    provision,
+    read_device,
+    resume,
+    resume_board,
+    write_device,
+)
 from edgeveil.registry import Registry, init_registry
 from vbtest import VBoard
 
@@ -127,6 +134,44 @@ def test_board_lost_mid_write_leaves_a_pending_entry_that_resume_settles(
             assert held == pending.dev_id and reg.get(pending.dev_id).status == "active"
         else:
             assert held is None and reg.pending() == []
+
+
+def test_resume_settles_only_the_board_that_was_provisioned_whatever_its_port(
+    make_vboard, tmp_path: Path
+) -> None:
+    """A jig's hub renumbered between the cut-off run and the resume: the entry recorded on
+    port P is for board A, and board B now answers on P. B must not roll A's entry back."""
+    a, b = make_vboard(), make_vboard()
+    db = _registry(tmp_path)
+
+    class Cut:
+        """A link whose process dies just after the NVS write was sent."""
+
+        def __init__(self, link) -> None:
+            self.link = link
+
+        def exec(self, code: str, timeout: float = 10.0) -> str:
+            out = self.link.exec(code, timeout)
+            if "set_blob" in code:
+                raise KeyboardInterrupt
+            return out
+
+        def eval(self, expr: str) -> object:
+            return self.link.eval(expr)
+
+    with Registry.open(db) as reg:
+        with open_link(a.port) as link, pytest.raises(KeyboardInterrupt):
+            # board A, provisioned when it was on what is now B's port
+            provision(Cut(link), BOARD, reg, default_policy(), b.port)
+        (pending,) = reg.pending()
+        assert pending.port == b.port
+        with open_link(b.port) as link:
+            assert resume_board(link, reg, _blob, b.port) == {}
+        assert reg.get(pending.dev_id).status == "pending"  # not rolled back by board B
+        with open_link(a.port) as link:
+            assert resume_board(link, reg, _blob, a.port) == {pending.dev_id.hex(): "completed"}
+            assert read_device(link)["dev_id"] == pending.dev_id
+        assert reg.get(pending.dev_id).status == "active"
 
 
 def test_write_device_then_confirm_detects_a_changed_value(make_vboard) -> None:
