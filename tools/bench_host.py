@@ -319,7 +319,6 @@ def bench_provision(work: Path, n: int) -> None:
     """`provision` (two-phase: registry pending, NVS write, read-back, active) on 1, 4 and
     8 virtual boards at once through edgeveil.fleet, in-process; boards per minute and the
     speed-up over one board. Each run provisions fresh boards' NVS again (--force)."""
-    from edgeveil.fleet import run_many
     from edgeveil.link import open_link
     from edgeveil.policy import default_policy
     from edgeveil.provision import provision
@@ -336,24 +335,32 @@ def bench_provision(work: Path, n: int) -> None:
 
     try:
         print(f"provision: board {BOARD}, virtual boards on ptys, median of {n}")
-        print(f"{'boards':>6} {'seconds':>8} {'boards/min':>11} {'vs 1 board':>11}")
-        base = 0.0
-        for count in (1, 4, 8):
-            ports = [b.port for b in boards[:count]]
-
-            def once(i: int, ports: list[str] = ports) -> float:
-                res = run_many(ports, one, "provision", quiet=True)
-                if not res.ok:
-                    raise SystemExit(f"provision failed: {res.failed[0].message}")
-                return res.seconds
-
-            secs = median(once, n)
-            rate = 60 * count / secs
-            base = base or rate
-            print(f"{count:>6} {secs:8.3f} {rate:11.0f} {rate / base:10.1f}x")
+        scaling([b.port for b in boards], one, "provision", n)
     finally:
         for i in range(8):
             runner.stop(f"prov{i}", work / "state")
+
+
+def scaling(ports: list[str], one: Callable[[str, object], None], label: str, n: int) -> None:
+    """Print the seconds `one` takes on 1, 4 and 8 of `ports` at once (edgeveil.fleet),
+    boards per minute, and the speed-up over one board."""
+    from edgeveil.fleet import run_many
+
+    print(f"{'boards':>6} {'seconds':>8} {'boards/min':>11} {'vs 1 board':>11}")
+    base = 0.0
+    for count in (1, 4, 8):
+
+        def once(i: int, some: list[str] = ports[:count]) -> float:
+            res = run_many(some, one, label, quiet=True)
+            if not res.ok:
+                raise SystemExit(f"{label} failed: {res.failed[0].message}")
+            return res.seconds
+
+        once(-1)  # warm: mpy-cross's cache, the boards' first VM start
+        secs = median(once, n)
+        rate = 60 * count / secs
+        base = base or rate
+        print(f"{count:>6} {secs:8.3f} {rate:11.0f} {rate / base:10.1f}x")
 
 
 def bench_factory(work: Path, n: int) -> None:
@@ -362,7 +369,6 @@ def bench_factory(work: Path, n: int) -> None:
     once through edgeveil.fleet, in-process; boards per minute and the speed-up over one
     board. Every run is a new device per board (the whole flash written again)."""
     from edgeveil.factory import provision_factory
-    from edgeveil.fleet import run_many
     from edgeveil.policy import default_policy
     from edgeveil.registry import Registry, init_registry
     from edgeveil.vboard import firmware
@@ -380,22 +386,7 @@ def bench_factory(work: Path, n: int) -> None:
 
     try:
         print(f"provision --factory: board {BOARD}, virtual boards on ptys, median of {n}")
-        print(f"{'boards':>6} {'seconds':>8} {'boards/min':>11} {'vs 1 board':>11}")
-        base = 0.0
-        for count in (1, 4, 8):
-            ports = [b.port for b in boards[:count]]
-
-            def once(i: int, ports: list[str] = ports) -> float:
-                res = run_many(ports, one, "factory", quiet=True)
-                if not res.ok:
-                    raise SystemExit(f"factory failed: {res.failed[0].message}")
-                return res.seconds
-
-            once(-1)  # warm: mpy-cross's cache of the compiled tree
-            secs = median(once, n)
-            rate = 60 * count / secs
-            base = base or rate
-            print(f"{count:>6} {secs:8.3f} {rate:11.0f} {rate / base:10.1f}x")
+        scaling([b.port for b in boards], one, "factory", n)
     finally:
         for i in range(8):
             runner.stop(f"fact{i}", work / "state")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +16,11 @@ from edgeveil.partitions import find_partition
 from edgeveil.policy import default_policy
 from edgeveil.registry import Registry, init_registry
 from edgeveil.vboard import firmware
-from vbtest import VBoard, tool
+from vbtest import edgeveil, nvs_blob, on_board
 
 BOARD = load_board("esp32-generic")
 S3 = load_board("esp32s3-generic")
 NVS = find_partition(BOARD.partitions, "nvs")
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "edgeveil")
-    env = dict(os.environ, EDGEVEIL_REGISTRY=str(tmp_path / "reg.db"))
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def _on_board(vb: VBoard, code: str) -> str:
-    return tool("mpremote", "connect", vb.port, "exec", code, timeout=60).stdout.strip()
 
 
 @pytest.fixture
@@ -47,9 +34,9 @@ def test_factory_provisions_a_blank_board_in_one_pass(
     make_vboard, fw: Path, tmp_path: Path
 ) -> None:
     vb = make_vboard(firmware=False)
-    assert _cli(tmp_path, "init").returncode == 0
+    assert edgeveil(tmp_path, "init").returncode == 0
     out_dir = tmp_path / "images"
-    res = _cli(
+    res = edgeveil(
         tmp_path, "provision", "--factory", "--firmware", str(fw), "--port", vb.port,
         "--out", str(out_dir), "--json",
     )  # fmt: skip
@@ -66,19 +53,14 @@ def test_factory_provisions_a_blank_board_in_one_pass(
     assert rec.board == BOARD.name
 
     # The board boots MicroPython, its NVS holds the registry's keys, the code imports.
-    got = _on_board(
-        vb,
-        "import esp32\nn = esp32.NVS('veil')\n"
-        "for k in ('dev_id', 'cose_key'):\n"
-        "    b = bytearray(64)\n    print(bytes(b[:n.get_blob(k, b)]).hex())\n",
-    ).split()
-    assert got == [secrets.dev_id.hex(), secrets.cose_key.hex()]
-    where = _on_board(vb, "import veil\nprint(veil.__file__)")
+    assert nvs_blob(vb, "dev_id") == secrets.dev_id.hex()
+    assert nvs_blob(vb, "cose_key") == secrets.cose_key.hex()
+    where = on_board(vb, "import veil\nprint(veil.__file__)")
     assert where == "/app/a/veil/__init__.mpy"
-    assert _on_board(vb, "print(open('/app/current').read())") == "a"
+    assert on_board(vb, "print(open('/app/current').read())") == "a"
     # The message counter record (veil.store format: counter 0, sha256 of it[:8]).
     counter = bytes(8) + hashlib.sha256(bytes(8)).digest()[:8]
-    assert _on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == counter.hex()
+    assert on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == counter.hex()
 
     # The images kept for a line that flashes elsewhere: owner-only, and the same keys.
     kept = out_dir / dev_id
@@ -107,5 +89,5 @@ def test_wrong_chip_firmware_is_refused_and_records_nothing(make_vboard, tmp_pat
     vb.stop()
     assert vb.flash.read_bytes() == before
 
-    res = _cli(tmp_path, "provision", "--factory", "--firmware", str(s3_fw), "--port", vb.port)
+    res = edgeveil(tmp_path, "provision", "--factory", "--firmware", str(s3_fw), "--port", vb.port)
     assert res.returncode == 2 and "esp32s3" in res.stderr

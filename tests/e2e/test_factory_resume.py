@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ from edgeveil.policy import default_policy
 from edgeveil.provision import ProvisionError
 from edgeveil.registry import Registry, init_registry
 from edgeveil.vboard import firmware
-from vbtest import VBoard, tool
+from vbtest import VBoard, edgeveil, nvs_blob, on_board
 
 BOARD = load_board("esp32-generic")
 NVS = find_partition(BOARD.partitions, "nvs")
@@ -58,16 +57,6 @@ def fw(tmp_path: Path) -> Path:
     path = tmp_path / "fw.bin"
     path.write_bytes(firmware.build_firmware(BOARD))
     return path
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "edgeveil")
-    env = dict(os.environ, EDGEVEIL_REGISTRY=str(tmp_path / "reg.db"))
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def _on_board(vb: VBoard, code: str) -> str:
-    return tool("mpremote", "connect", vb.port, "exec", code, timeout=60).stdout.strip()
 
 
 def _secret_values(s: DeviceSecrets) -> list[bytes]:
@@ -113,7 +102,7 @@ def test_factory_killed_mid_write_is_settled_by_resume(
     keys_there = any(v in nvs_now for v in _secret_values(secrets))
     assert keys_there == (where != "bootloader")  # the cut fell where the test meant
 
-    res = _cli(
+    res = edgeveil(
         tmp_path, "provision", "--factory", "--firmware", str(fw), "--port", vb.port,
         "--resume", "--json",
     )  # fmt: skip
@@ -131,15 +120,10 @@ def test_factory_killed_mid_write_is_settled_by_resume(
         rec = reg.get(pending.dev_id)
         assert rec.status == "active" and rec.code_hash
     # Completed: the board boots MicroPython with the registry's keys and a fresh counter.
-    got = _on_board(
-        vb,
-        "import esp32\nn = esp32.NVS('veil')\nb = bytearray(64)\n"
-        "print(bytes(b[:n.get_blob('cose_key', b)]).hex())",
-    )
-    assert got == secrets.cose_key.hex()
+    assert nvs_blob(vb, "cose_key") == secrets.cose_key.hex()
     counter = bytes(8) + hashlib.sha256(bytes(8)).digest()[:8]
-    assert _on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == counter.hex()
-    assert _on_board(vb, "import veil\nprint(veil.__file__)") == "/app/a/veil/__init__.mpy"
+    assert on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == counter.hex()
+    assert on_board(vb, "import veil\nprint(veil.__file__)") == "/app/a/veil/__init__.mpy"
 
 
 class _DiesBeforeActivating:
@@ -172,7 +156,7 @@ def test_resume_keeps_the_counter_and_budget_a_running_board_wrote(
     # The board booted with its keys and sent 41 messages before anyone resumed.
     at41 = (41).to_bytes(8, "big")
     record = at41 + hashlib.sha256(at41).digest()[:8]
-    _on_board(
+    on_board(
         vb,
         "f = open('/veil.ctr', 'wb'); f.write(%r); f.close()\n"
         "f = open('/veil.eps', 'wb'); f.write(b'spent'); f.close()" % record,
@@ -183,8 +167,8 @@ def test_resume_keeps_the_counter_and_budget_a_running_board_wrote(
             dev_id.hex(): "completed"
         }
         assert reg.get(dev_id).status == "active"
-    assert _on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == record.hex()
-    assert _on_board(vb, "print(open('/veil.eps', 'rb').read())") == "b'spent'"
+    assert on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == record.hex()
+    assert on_board(vb, "print(open('/veil.eps', 'rb').read())") == "b'spent'"
 
 
 def test_resume_refuses_another_policy_and_leaves_the_board(
@@ -250,9 +234,4 @@ def test_resume_completes_when_a_torn_nvs_page_still_holds_a_key(
         assert resume_factory(vb.port, BOARD, reg, default_policy(), fw) == {
             dev_id.hex(): "completed"
         }
-    got = _on_board(
-        vb,
-        "import esp32\nn = esp32.NVS('veil')\nb = bytearray(64)\n"
-        "print(bytes(b[:n.get_blob('dev_id', b)]).hex())",
-    )
-    assert got == dev_id.hex()
+    assert nvs_blob(vb, "dev_id") == dev_id.hex()

@@ -47,6 +47,29 @@ def _counter(n: int) -> bytes:
     return payload + hashlib.sha256(payload).digest()[:8]
 
 
+class _Cut:
+    """A link on which the run is cut off at the NVS write: `before` it is sent (the board
+    lost), or `after` (the host process dies)."""
+
+    def __init__(self, link, before=None, after=None) -> None:
+        self.link, self.before, self.after = link, before, after
+
+    def exec(self, code: str, timeout: float = 10.0) -> str:
+        if "set_blob" in code and self.before:
+            self.before()
+        out = self.link.exec(code, timeout)
+        if "set_blob" in code and self.after:
+            self.after()
+        return out
+
+    def eval(self, expr: str) -> object:
+        return self.link.eval(expr)
+
+
+def _die() -> None:
+    raise KeyboardInterrupt
+
+
 def test_provision_writes_nvs_reads_back_and_activates(make_vboard, tmp_path: Path) -> None:
     vb = make_vboard()
     db = _registry(tmp_path)
@@ -107,23 +130,9 @@ def test_board_lost_mid_write_leaves_a_pending_entry_that_resume_settles(
     vb = make_vboard()
     db = _registry(tmp_path)
 
-    class Cut:
-        """A link that loses the board in the middle of the NVS write."""
-
-        def __init__(self, link) -> None:
-            self.link = link
-
-        def exec(self, code: str, timeout: float = 10.0) -> str:
-            if "set_blob" in code:
-                vb.kill()
-            return self.link.exec(code, timeout)
-
-        def eval(self, expr: str) -> object:
-            return self.link.eval(expr)
-
     with Registry.open(db) as reg:
         with open_link(vb.port) as link, pytest.raises(EdgeveilError):
-            provision(Cut(link), BOARD, reg, default_policy(), vb.port)
+            provision(_Cut(link, before=vb.kill), BOARD, reg, default_policy(), vb.port)
         (pending,) = reg.pending()
         vb.restart()
         with open_link(vb.port) as link:
@@ -144,25 +153,10 @@ def test_resume_settles_only_the_board_that_was_provisioned_whatever_its_port(
     a, b = make_vboard(), make_vboard()
     db = _registry(tmp_path)
 
-    class Cut:
-        """A link whose process dies just after the NVS write was sent."""
-
-        def __init__(self, link) -> None:
-            self.link = link
-
-        def exec(self, code: str, timeout: float = 10.0) -> str:
-            out = self.link.exec(code, timeout)
-            if "set_blob" in code:
-                raise KeyboardInterrupt
-            return out
-
-        def eval(self, expr: str) -> object:
-            return self.link.eval(expr)
-
     with Registry.open(db) as reg:
         with open_link(a.port) as link, pytest.raises(KeyboardInterrupt):
             # board A, provisioned when it was on what is now B's port
-            provision(Cut(link), BOARD, reg, default_policy(), b.port)
+            provision(_Cut(link, after=_die), BOARD, reg, default_policy(), b.port)
         (pending,) = reg.pending()
         assert pending.port == b.port
         with open_link(b.port) as link:

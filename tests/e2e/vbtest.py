@@ -52,3 +52,25 @@ def tool(
             % (name, " ".join(args), res.returncode, res.stdout, res.stderr)
         )
     return res
+
+
+def edgeveil(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the edgeveil CLI as a user would, with the registry at `tmp_path`/reg.db."""
+    env = dict(os.environ, EDGEVEIL_REGISTRY=str(tmp_path / "reg.db"))
+    return subprocess.run(
+        [str(BIN / "edgeveil"), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def on_board(vb: VBoard, code: str) -> str:
+    """What `code` prints when run on the board through mpremote."""
+    return tool("mpremote", "connect", vb.port, "exec", code, timeout=60).stdout.strip()
+
+
+def nvs_blob(vb: VBoard, name: str) -> str:
+    """The hex of blob `name` in the board's NVS namespace "veil", read by MicroPython."""
+    return on_board(
+        vb,
+        "import esp32\nn = esp32.NVS('veil')\nb = bytearray(2048)\n"
+        "print(bytes(b[:n.get_blob(%r, b)]).hex())" % name,
+    )
