@@ -306,7 +306,8 @@ def init_cmd(registry_path: Path | None, key_file: Path | None) -> None:
     """
     import os
 
-    from .registry import ENV_MASTER_KEY, default_key_path, init_registry
+    from .registry_db import init_registry
+    from .registry_keys import ENV_MASTER_KEY, default_key_path
 
     db = init_registry(registry_path, key_file)
     if key_file is None and os.environ.get(ENV_MASTER_KEY):
@@ -340,7 +341,12 @@ def registry_group(ctx: click.Context, registry_path: Path | None, key_file: Pat
 
 def _show_record(rec: Any) -> None:
     for name, value in rec.to_json().items():
-        click.echo(f"{name + ':':<14}{'-' if value is None else value}")
+        if isinstance(value, bool):
+            value = "yes" if value else "NO: no master key, nothing vouches for these values"
+        click.echo(f"{name + ':':<13} {'-' if value is None else value}")
+
+
+_UNAUTHENTICATED = "metadata NOT authenticated: no master key (rows read without their tags)"
 
 
 @registry_group.command("list")
@@ -358,19 +364,23 @@ def registry_list(
     """List devices (no secrets), oldest first."""
     with open_registry(registry_path, key_file) as reg:
         recs = reg.list(status)
+        authenticated = reg.has_key
     if as_json:
         click.echo(json.dumps([r.to_json() for r in recs], indent=2))
         return
     if not recs:
         click.echo("no devices" + (f" with status {status}" if status else ""))
-        return
-    click.echo(f"{'DEV_ID':<17} {'BOARD':<16} {'STATUS':<8} {'COUNTER':>8}  {'PORT':<14} UPDATED")
+    else:
+        head = f"{'DEV_ID':<17} {'BOARD':<16} {'STATUS':<8} {'COUNTER':>8}  {'PORT':<14} UPDATED"
+        click.echo(head)
     for r in recs:
         counter = "-" if r.last_counter is None else str(r.last_counter)
         click.echo(
             f"{r.dev_id.hex():<17} {r.board:<16} {r.status:<8} {counter:>8}  "
             f"{r.port or '-':<14} {r.updated_at}"
         )
+    if not authenticated:
+        click.echo(_UNAUTHENTICATED)
 
 
 @registry_group.command("show")
@@ -444,7 +454,7 @@ def registry_export(
       edgeveil registry export --format json -o fleet.json
     """
     from .errors import RegistryError
-    from .registry import export_cose_keys, export_json
+    from .registry_export import export_cose_keys, export_json
     from .registry_keys import write_exclusive
 
     if fmt == "cose-key" and not include_secrets:

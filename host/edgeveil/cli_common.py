@@ -23,8 +23,16 @@ KEY_FILE_OPTION = click.option(
 def open_registry(registry_path: Path | None, key_file: Path | None) -> Any:
     """The registry named on the command (or on `registry`, or by the environment)."""
     from .registry import Registry
+    from .registry_db import SCHEMA_VERSION
 
     group = click.get_current_context().find_object(dict) or {}
-    return Registry.open(
+    reg = Registry.open(
         registry_path or group.get("registry_path"), key_path=key_file or group.get("key_file")
     )
+    if reg.upgraded_from is not None:
+        click.echo(
+            f"edgeveil: upgraded registry {reg.path} from schema version {reg.upgraded_from} "
+            f"to {SCHEMA_VERSION}: every device row tagged as it stood (docs/registry.md)",
+            err=True,
+        )
+    return reg

@@ -3,12 +3,15 @@
     key, source = resolve_master_key(db, None, None)   # env, key file, or <db>.key
     keys = WrapKeys(key, registry_id)                   # subkeys for one registry
     sealed = keys.seal(dev_id, "cose_key", value)       # nonce + AES-GCM, AAD dev_id+field
+    tag = keys.row_tag(row_values)                      # HMAC over a device row (CBOR array)
 
 The master key is 32 random bytes in a file only its owner may read (created with O_EXCL,
 mode 0600; a file the group or others can read is refused, as ssh refuses a private key),
 or 64 hex digits in `EDGEVEIL_MASTER_KEY`. It is never used directly: HKDF-SHA256 with the
-registry's random id as salt derives one subkey per purpose (wrapping, the key check value,
-the MAC hash), so two registries under the same master key share no subkey.
+registry's random id as salt derives one subkey per purpose (wrapping, the key check values,
+the MAC hash, the row tags, the device-set tag), so two registries under the same master key
+share no subkey. The encodings the tags cover are in docs/registry.md ("Authenticated
+metadata").
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from __future__ import annotations
 import hmac
 import os
 import stat
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -110,12 +116,20 @@ def resolve_master_key(
 
 
 class WrapKeys:
-    """Subkeys of the master key for one registry (HKDF-SHA256, salt = registry id)."""
+    """Subkeys of the master key for one registry (HKDF-SHA256, salt = registry id).
+
+    `check` is the key check value of a schema-1 registry, `check_v2` that of schema 2: a
+    different value, so a schema-2 file cannot be passed off as schema 1 (whose upgrade tags
+    every row as it stands) by anyone who lacks the master key.
+    """
 
     def __init__(self, master: bytes, registry_id: bytes) -> None:
         self.wrap = AESGCM(self._derive(master, registry_id, b"wrap"))
         self.check = self._derive(master, registry_id, b"key check")
+        self.check_v2 = self._derive(master, registry_id, b"key check, schema 2")
         self._mac = self._derive(master, registry_id, b"mac hash")
+        self._row = self._derive(master, registry_id, b"row tag")
+        self._set = self._derive(master, registry_id, b"device set")
 
     @staticmethod
     def _derive(master: bytes, salt: bytes, label: bytes) -> bytes:
@@ -138,6 +152,16 @@ class WrapKeys:
 
     def mac_hash(self, mac: bytes) -> bytes:
         return hmac.new(self._mac, bytes(mac), "sha256").digest()
+
+    def row_tag(self, values: Sequence[Any]) -> bytes:
+        """HMAC-SHA256 under the row-tag subkey of the CBOR array of a row's values, in
+        column order and as stored (text, bytes, integer or null)."""
+        return hmac.new(self._row, cbor2.dumps(list(values), canonical=True), "sha256").digest()
+
+    def devices_tag(self, dev_ids: Iterable[str]) -> bytes:
+        """HMAC-SHA256 under the device-set subkey of the CBOR array of every device id (as
+        stored: 16 hex digits), sorted."""
+        return hmac.new(self._set, cbor2.dumps(sorted(dev_ids)), "sha256").digest()
 
 
 def write_exclusive(path: Path, data: bytes, what: str) -> None:

@@ -24,19 +24,16 @@ from typing import Any
 
 import cbor2
 import pytest
+import registry_tamper
 from edgeveil import cose as host_cose
 from edgeveil.demo import DeviceSecrets, run_device
 from edgeveil.errors import RegistryError
 from edgeveil.frames import split_stream
 from edgeveil.policy import compile_policy, default_policy
-from edgeveil.registry import (
-    SECRET_FIELDS,
-    Registry,
-    default_key_path,
-    export_cose_keys,
-    export_json,
-    init_registry,
-)
+from edgeveil.registry import Registry, init_registry
+from edgeveil.registry_export import export_cose_keys, export_json
+from edgeveil.registry_keys import default_key_path
+from edgeveil.registry_rows import SECRET_FIELDS
 from edgeveil.replaygen import demo_recording
 from edgeveil.senml import decode_pack
 from pycose.headers import IV, KID, PartialIV
@@ -188,6 +185,11 @@ def test_wrapped_secret_is_bound_to_its_device_and_field(db: Path) -> None:
         conn.execute("UPDATE devices SET cose_key = ? WHERE dev_id = ?", (wrapped, b.dev_id.hex()))
         conn.execute("UPDATE devices SET cose_key = base_iv WHERE dev_id = ?", (a.dev_id.hex(),))
     conn.close()
+    # Beneath the row tags (which now refuse both rows, test_registry_tags.py), the AAD
+    # binds each wrapped value on its own: re-tag the rows as only the key holder could.
+    master = default_key_path(db).read_bytes()
+    for s in (a, b):
+        registry_tamper.retag(db, master, s.dev_id.hex())
     with Registry.open(db) as reg:
         for s in (a, b):
             with pytest.raises(RegistryError, match="cose_key of device .* does not unwrap"):
