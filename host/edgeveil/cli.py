@@ -692,7 +692,11 @@ def deploy_cmd(
 @cli.command("provision")
 @click.option("--port", help="one board's serial port")
 @_PORTS_OPTION
-@click.option("--board", default="esp32-generic", show_default=True, help="board file name")
+@click.option(
+    "--board",
+    help="board file name (default: the one that fits what the device reports; "
+    "esp32-generic with --factory); a board file that does not fit is refused",
+)
 @click.option(
     "--policy",
     "policy_file",
@@ -731,7 +735,7 @@ def deploy_cmd(
 def provision_cmd(
     port: str | None,
     ports_spec: str | None,
-    board: str,
+    board: str | None,
     policy_file: Path | None,
     force: bool,
     do_resume: bool,
@@ -771,9 +775,11 @@ def provision_cmd(
       edgeveil provision --factory --firmware fw.bin --port /dev/ttyUSB0 --resume
     """
     from .boards import load_board
+    from .factory import provision_factory, resume_factory
+    from .fleet import jsonable
     from .link import open_link
     from .policy import compile_policy, default_policy, load_policy_file
-    from .provision import provision, resume_board
+    from .provision import ResumeReport, provision, resume_board
 
     if (port is None) == (ports_spec is None):
         raise click.UsageError("give either --port P or --ports P1,P2,...|auto")
@@ -781,7 +787,7 @@ def provision_cmd(
         raise click.UsageError("--resume settles pending entries; it takes no --out")
     if factory != (firmware_path is not None) or (out_dir and not factory):
         raise click.UsageError("--factory needs --firmware F.bin (and --out only goes with it)")
-    b = load_board(board)
+    b = load_board(board) if board else None
     policy = load_policy_file(policy_file) if policy_file else default_policy()
 
     from .registry import Registry
@@ -789,63 +795,35 @@ def provision_cmd(
     group = click.get_current_context().find_object(dict) or {}  # read here: click's
     reg_path = registry_path or group.get("registry_path")  # context is per thread
     key_path = key_file or group.get("key_file")
+    open_registry(reg_path, key_path).close()  # fails early; says so if it upgrades it
 
-    def work(p: str, progress: Any) -> dict[str, Any]:
+    def work(p: str, progress: Any) -> Any:
         if factory:
-            from .factory import provision_factory, report_json, resume_factory
-
             assert firmware_path is not None
             with Registry.open(reg_path, key_path=key_path) as reg:
                 if do_resume:
                     settled = resume_factory(
-                        p, b, reg, policy, firmware_path, write_progress=progress
-                    )
-                    return {"port": p, "resumed": settled}
-                return report_json(
-                    provision_factory(
-                        p, b, reg, policy, firmware_path, out_dir=out_dir, write_progress=progress
-                    )
-                )
+                        p, b or load_board("esp32-generic"), reg, policy, firmware_path,
+                        write_progress=progress,
+                    )  # fmt: skip
+                    return ResumeReport(p, settled)
+                return provision_factory(
+                    p, b or load_board("esp32-generic"), reg, policy, firmware_path,
+                    out_dir=out_dir, write_progress=progress, force=force,
+                )  # fmt: skip
         with Registry.open(reg_path, key_path=key_path) as reg, open_link(p) as link:
             if do_resume:
                 blob_of = lambda s: compile_policy(policy, s.dev_id, s.policy_key)  # noqa: E731
-                return {"port": p, "resumed": resume_board(link, reg, blob_of, p)}
-            report = provision(link, b, reg, policy, p, force=force)
-            return dataclasses.asdict(report)
+                return ResumeReport(p, resume_board(link, reg, blob_of, p))
+            return provision(link, b, reg, policy, p, force=force)
 
     if port is not None:
         bar = _ByteBar(f"factory {port}")  # the one long step: the esptool pass
         try:
-            out = work(port, bar.update)
+            report = work(port, bar.update)
         finally:
             bar.close()
-        if as_json:
-            click.echo(json.dumps(out))
-        elif do_resume:
-            settled = out["resumed"]
-            click.echo(
-                "%s: %s"
-                % (port, ", ".join("%s %s" % kv for kv in settled.items()) or "nothing pending")
-            )
-        elif factory:
-            click.echo(
-                "%s: factory-provisioned %s (%s), firmware + keys + code %s in one pass, "
-                "%.1f KiB verified, %.2f s%s"
-                % (
-                    port,
-                    out["dev_id"],
-                    out["board"],
-                    out["code_hash"][:16],
-                    out["bytes_written"] / 1024,
-                    out["seconds"],
-                    ", images in %s" % out["out_dir"] if out["out_dir"] else "",
-                )
-            )
-        else:
-            click.echo(
-                "%s: provisioned %s (%s), policy %s, %.2f s"
-                % (port, out["dev_id"], out["board"], out["policy_hash"][:16], out["seconds"])
-            )
+        click.echo(json.dumps(jsonable(report)) if as_json else f"{port}: {report.summary()}")
         return
     from .fleet import resolve_ports, run_many
 

@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .boards import Board
@@ -536,6 +537,28 @@ def image_files(
     out[f"{ROOT}/current"] = b"a"
     out.update(LOADER)
     return out, code_hash
+
+
+_CODE_HASH = """
+try:
+    _c = open(%r + '/current').read().strip()
+    import json
+    with open(%r + '/' + _c + '.json') as _f:
+        print(repr(json.load(_f).get('code_hash')))
+except (OSError, ValueError, AttributeError):
+    print(None)
+""" % (ROOT, ROOT)
+
+
+def deployed_code_hash(link: Any) -> str | None:
+    """The code hash of the version the board boots (its current slot's manifest), or None
+    if nothing was deployed; `link` is anything with `exec(code) -> output`."""
+    out = link.exec(_CODE_HASH).strip()
+    try:
+        got = ast.literal_eval(out)
+    except (ValueError, SyntaxError):
+        return None
+    return got if isinstance(got, str) else None
 
 
 def remove_deployment(link: Link) -> None:

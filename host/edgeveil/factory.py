@@ -46,7 +46,6 @@ reads the NVS partition:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -67,6 +66,7 @@ from .provision import (
     NAMESPACE,
     ProvisionError,
     counter_record,
+    is_pending,
     read_counter_record,
 )
 
@@ -86,6 +86,26 @@ class FactoryReport:
     out_dir: str | None
     status: str
     seconds: float
+
+    def summary(self) -> str:
+        return (
+            "factory-provisioned %s (%s), firmware + keys + code %s in one pass, "
+            "%.1f KiB verified, %.2f s%s"
+            % (
+                self.dev_id,
+                self.board,
+                self.code_hash[:16],
+                self.bytes_written / 1024,
+                self.seconds,
+                ", images in %s" % self.out_dir if self.out_dir else "",
+            )
+        )
+
+    def as_json(self) -> dict[str, object]:
+        out = dict(self.__dict__)
+        out["regions"] = [{"offset": o, "length": n} for o, n in self.regions]
+        out["seconds"] = round(self.seconds, 3)
+        return out
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -169,16 +189,20 @@ def provision_factory(
     out_dir: Path | str | None = None,
     src: Path | None = None,
     write_progress: ProgressCallback | None = None,
+    force: bool = False,
 ) -> FactoryReport:
     """Firmware, keys and code to a blank board in one pass; see the module docstring.
 
     Args:
         write_progress: called with (bytes written, bytes to write) during the pass.
+        force: replace the keys of a board whose NVS already holds a device id (its
+            registry entry, if any, is marked `wiped`); without it such a board is refused.
 
     Raises:
         ImageError: the firmware file is wrong for the board, or the code does not fit.
         FlashError: port missing or busy, no or wrong chip, a write or verify failure.
-        ProvisionError: the NVS read back does not hold the secrets (entry stays pending).
+        ProvisionError: the board is already provisioned (without `force`), or the NVS read
+            back does not hold the secrets (the entry stays pending).
         RegistryError: no master key, or the registry refused.
     """
     say = progress or (lambda _msg: None)
@@ -192,6 +216,18 @@ def provision_factory(
     dev_id = secrets.dev_id.hex()
     written_to: Path | None = None
     with open_chip(port, board, write_progress) as chip:
+        held = _parse_nvs(chip.read(plan.nvs.offset, plan.nvs.size), strict=False).get("dev_id")
+        if held is not None and not force:
+            raise ProvisionError(
+                "%s: the board is already provisioned as %s; %s; nothing was written"
+                % (
+                    port,
+                    held.hex(),
+                    "its entry is pending: `--factory --resume` settles it"
+                    if is_pending(registry, held)
+                    else "use --force to replace its keys, code and filesystem",
+                )
+            )
         registry.add_pending(
             secrets.dev_id, board.name, secrets, policy_hash, port, mac=_mac_bytes(chip.mac)
         )
@@ -207,6 +243,8 @@ def provision_factory(
             touched = True
             _write_and_activate(chip, plan, registry, secrets.dev_id, regions, values)
             say("written, verified, confirmed and active: %d regions" % len(regions))
+            if held is not None:
+                _mark_wiped(registry, held)  # the board no longer holds the old keys
         except BaseException as exc:
             if not touched or (isinstance(exc, FlashError) and "nothing was written" in str(exc)):
                 _roll_back(registry, secrets.dev_id, written_to)
@@ -324,6 +362,13 @@ def _roll_back(registry: Any, dev_id: bytes, written_to: Path | None) -> None:
                 pass
 
 
+def _mark_wiped(registry: Any, dev_id: bytes) -> None:
+    try:
+        registry.mark_wiped(dev_id)
+    except EdgeveilError:
+        pass  # a device this registry never knew, or one still pending elsewhere
+
+
 def _mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
@@ -384,10 +429,3 @@ def _board_state(chip: Chip, plan: _Plan) -> dict[str, bytes]:
             % (chip.port, COUNTER_PATH)
         )
     return state
-
-
-def report_json(report: FactoryReport) -> dict[str, object]:
-    out = dict(report.__dict__)
-    out["regions"] = [{"offset": o, "length": n} for o, n in report.regions]
-    out["seconds"] = round(report.seconds, 3)
-    return json.loads(json.dumps(out))

@@ -234,32 +234,8 @@ class Link(Closing):
         return self.exec(hash_code(path), timeout=30.0).strip()
 
     def device_info(self) -> dict[str, Any]:
-        """What the board's MicroPython says about itself.
-
-        Returns:
-            {"implementation": "micropython", "version": "1.24.1", "platform": "esp32",
-            "machine": "Generic ESP32 module with ESP32" or None, "mpy": 2822 or None,
-            "mpy_version": "6.3" or None, "arch": "xtensawin"/"x64"/None (bytecode only)}
-        """
-        out = self.exec(_INFO).strip()
-        try:
-            got = ast.literal_eval(out)
-            name, version, mpy, platform, machine = got
-        except (ValueError, SyntaxError, TypeError) as exc:
-            raise LinkError(f"{self.port}: unexpected answer {out[:200]!r}", self.port) from exc
-        info: dict[str, Any] = {
-            "implementation": name,
-            "version": ".".join(str(v) for v in version[:3]),
-            "platform": platform,
-            "machine": machine,
-            "mpy": mpy,
-            "mpy_version": None,
-            "arch": None,
-        }
-        if isinstance(mpy, int):
-            major, sub, arch = decode_mpy(mpy)
-            info.update(mpy_version=f"{major}.{sub}", arch=arch)
-        return info
+        """What the board's MicroPython says about itself (`device_info`)."""
+        return device_info(self, self.port)
 
     def close(self) -> None:
         """Leave the raw REPL and close the port (never raises)."""
@@ -270,6 +246,39 @@ class Link(Closing):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.port!r} via {self.via}>"
+
+
+def device_info(link: Any, port: str) -> dict[str, Any]:
+    """What the MicroPython on `link` (anything with `exec(code) -> output`) says about
+    itself.
+
+    Returns:
+        {"implementation": "micropython", "version": "1.24.1", "platform": "esp32",
+        "machine": "Generic ESP32 module with ESP32" or None, "mpy": 2822 or None,
+        "mpy_version": "6.3" or None, "arch": "xtensawin"/"x64"/None (bytecode only)}
+
+    Raises:
+        LinkError: the answer is not what the code prints.
+    """
+    out = link.exec(_INFO).strip()
+    try:
+        got = ast.literal_eval(out)
+        name, version, mpy, platform, machine = got
+    except (ValueError, SyntaxError, TypeError) as exc:
+        raise LinkError(f"{port}: unexpected answer {out[:200]!r}", port) from exc
+    info: dict[str, Any] = {
+        "implementation": name,
+        "version": ".".join(str(v) for v in version[:3]),
+        "platform": platform,
+        "machine": machine,
+        "mpy": mpy,
+        "mpy_version": None,
+        "arch": None,
+    }
+    if isinstance(mpy, int):
+        major, sub, arch = decode_mpy(mpy)
+        info.update(mpy_version=f"{major}.{sub}", arch=arch)
+    return info
 
 
 def open_link(port: str, via: str = "mpremote", *, connect_timeout: float = 10.0) -> Link:

@@ -29,14 +29,16 @@ only the entries of the board it is talking to, whatever port that board is on n
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .boards import Board
+from .boards import Board, list_boards
 from .demo import DeviceSecrets
 from .errors import EdgeveilError
+from .link import device_info
 from .policy import compile_policy
 
 NAMESPACE = "veil"
@@ -64,6 +66,19 @@ class ProvisionReport:
     status: str
     seconds: float
     counter: str = ""  # "created" or "kept": the message counter record on the board
+    code_hash: str | None = None  # of the code the board boots (None: nothing deployed)
+
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "seconds": round(self.seconds, 3)}
+
+    def summary(self) -> str:
+        return "provisioned %s (%s), policy %s, code %s, %.2f s" % (
+            self.dev_id,
+            self.board,
+            self.policy_hash[:16],
+            self.code_hash[:16] if self.code_hash else "not deployed yet",
+            self.seconds,
+        )
 
 
 # Device-side helpers, sent as code; every value goes in through repr().
@@ -102,6 +117,20 @@ def read_mac(link: LinkLike) -> bytes:
     if not isinstance(got, bytes) or len(got) != 6:
         raise ProvisionError("device answered %r for its MAC (machine.unique_id())" % (got,))
     return got
+
+
+@dataclass(frozen=True)
+class ResumeReport:
+    """What `provision --resume` settled on one port: {dev_id hex: outcome}."""
+
+    port: str
+    resumed: dict[str, str]
+
+    def summary(self) -> str:
+        return ", ".join("%s %s" % kv for kv in self.resumed.items()) or "nothing pending"
+
+    def as_json(self) -> dict[str, object]:
+        return {"port": self.port, "resumed": dict(self.resumed)}
 
 
 def counter_record(start: int = 0) -> bytes:
@@ -176,9 +205,48 @@ def _confirm(link: LinkLike, values: dict[str, bytes]) -> None:
         raise ProvisionError("read-back mismatch for %s" % ", ".join(wrong))
 
 
+def device_board(link: LinkLike, board: Board | None, port: str) -> Board:
+    """The board file for the device on `link`: `board` checked against what its
+    MicroPython reports (native code architecture, and the chip its machine string names),
+    or, without one, the only board file that fits.
+
+    Raises:
+        ProvisionError: `board` does not fit the device (wrong chip or wrong board file),
+            or no single board file fits.
+    """
+    info = device_info(link, port)
+    arch = info["arch"]
+    named = re.search(r"with (ESP32\w*)", info["machine"] or "")
+    chip = named.group(1).lower() if named else None
+    reports = "%s code%s" % (arch or "bytecode-only", " on an %s" % chip if chip else "")
+
+    def fits(b: Board) -> bool:
+        return (arch is None or b.mpy_arch == arch) and (chip is None or b.chip == chip)
+
+    if board is not None:
+        if not fits(board):
+            raise ProvisionError(
+                "%s: wrong board: %s is an %s running %s code, but the device reports %s; "
+                "nothing was written (give the board's --board)"
+                % (port, board.name, board.chip, board.mpy_arch, reports)
+            )
+        return board
+    found = [b for b in list_boards() if fits(b)]
+    if len(found) != 1:
+        raise ProvisionError(
+            "%s: the device reports %s, which %s; give --board"
+            % (
+                port,
+                reports,
+                "fits " + " and ".join(b.name for b in found) if found else "no board file fits",
+            )
+        )
+    return found[0]
+
+
 def provision(
     link: LinkLike,
-    board: Board,
+    board: Board | None,
     registry: Any,
     policy: dict[str, Any],
     port: str,
@@ -187,17 +255,27 @@ def provision(
 ) -> ProvisionReport:
     """Generate, record (pending), write, read back, activate. See the module docstring.
 
+    `board` is checked against the device (`device_board`); None: the board file that fits.
+
     Raises:
         ProvisionError: the device already holds keys (without `force`), or read-back failed;
             the registry entry then stays pending for `resume()`.
     """
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
+    board = device_board(link, board, port)
     held = read_device(link).get("dev_id")
     if held is not None and not force:
+        pending = is_pending(registry, held)
         raise ProvisionError(
-            "the device on %s is already provisioned as %s; use --force to replace its keys"
-            % (port, held.hex())
+            "the device on %s is already provisioned as %s; %s"
+            % (
+                port,
+                held.hex(),
+                "its entry is pending: `--resume` settles it"
+                if pending
+                else "use --force to replace its keys",
+            )
         )
     secrets = DeviceSecrets.generate()
     blob = compile_policy(policy, secrets.dev_id, secrets.policy_key)
@@ -212,6 +290,7 @@ def provision(
     _confirm(link, values)
     counter = ensure_counter(link)
     say("message counter record %s" % counter)
+    code_hash = _record_code(link, registry, secrets.dev_id)
     registry.activate(secrets.dev_id)
     say("confirmed and active")
     if held is not None and held != secrets.dev_id:
@@ -227,7 +306,16 @@ def provision(
         "active",
         time.monotonic() - t0,
         counter,
+        code_hash,
     )
+
+
+def is_pending(registry: Any, dev_id: bytes) -> bool:
+    """Whether the registry holds `dev_id` as pending (False: not pending, or unknown)."""
+    try:
+        return bool(registry.get(dev_id).status == "pending")
+    except EdgeveilError:
+        return False  # a device this registry does not know
 
 
 def resume(
@@ -247,12 +335,32 @@ def resume(
         # set): forgetting the entry loses no key the device has.
         registry.delete_pending(dev_id)
         return "rolled back"
-    # Some or all of it did: the device may already use these keys, so finish the job.
+    # Some or all of it did: the device may already use these keys, so finish the job,
+    # with the policy the entry was made with (the registry vouches for that hash).
+    given = hashlib.sha256(values["policy"]).hexdigest()
+    recorded = registry.get(dev_id).policy_hash
+    if given != recorded:
+        raise ProvisionError(
+            "%s: device %s was provisioned with policy %s, the policy given is %s; resume "
+            "with the same --policy (the entry stays pending)"
+            % (port, dev_id.hex(), recorded[:16], given[:16])
+        )
     write_device(link, values)
     _confirm(link, values)
     ensure_counter(link)
+    _record_code(link, registry, dev_id)
     registry.activate(dev_id)
     return "completed"
+
+
+def _record_code(link: LinkLike, registry: Any, dev_id: bytes) -> str | None:
+    """Record in the registry the code hash of what the board boots, if it has code."""
+    from .deploy import deployed_code_hash
+
+    code_hash = deployed_code_hash(link)
+    if code_hash:
+        registry.set_code_hash(dev_id, code_hash)
+    return code_hash
 
 
 def resume_board(

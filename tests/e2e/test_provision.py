@@ -23,7 +23,7 @@ from edgeveil.provision import (
 from edgeveil.registry import Registry, init_registry
 from vbtest import VBoard
 
-BOARD = load_board("esp32-generic")
+BOARD = load_board("esp32-virtual")
 NVS = next(p for p in BOARD.partitions if p.name == "nvs")
 
 
@@ -112,12 +112,24 @@ def test_resume_completes_a_partial_write(make_vboard, tmp_path: Path) -> None:
     vb = make_vboard()
     secrets = DeviceSecrets.generate()
     with Registry.open(_registry(tmp_path)) as reg, open_link(vb.port) as link:
-        reg.add_pending(secrets.dev_id, BOARD.name, secrets, "h", vb.port)
+        policy_hash = hashlib.sha256(_blob(secrets)).hexdigest()
+        reg.add_pending(secrets.dev_id, BOARD.name, secrets, policy_hash, vb.port)
         # killed after the policy and the COSE key reached NVS, before the rest
         link.exec(
             "import esp32\nn = esp32.NVS('veil')\nn.set_blob('policy', %r)\n"
             "n.set_blob('cose_key', %r)\nn.commit()" % (_blob(secrets), secrets.cose_key)
         )
+        # Resumed with another policy: refused, nothing written, the entry stays pending.
+        other = default_policy()
+        other["streams"] = dict(list(other["streams"].items())[:1])
+
+        def other_blob(s: DeviceSecrets) -> bytes:
+            return compile_policy(other, s.dev_id, s.policy_key)
+
+        with pytest.raises(ProvisionError, match="same --policy"):
+            resume(link, reg, secrets.dev_id, other_blob, vb.port)
+        assert reg.get(secrets.dev_id).status == "pending"
+        assert read_device(link)["dev_id"] is None
         assert resume(link, reg, secrets.dev_id, _blob, vb.port) == "completed"
         assert reg.get(secrets.dev_id).status == "active"
         held = read_device(link)

@@ -68,9 +68,11 @@ def on_board(vb: VBoard, code: str) -> str:
 
 
 def nvs_blob(vb: VBoard, name: str) -> str:
-    """The hex of blob `name` in the board's NVS namespace "veil", read by MicroPython."""
+    """The hex of blob `name` in the board's NVS namespace "veil", read by MicroPython
+    ("" when there is none)."""
     return on_board(
         vb,
         "import esp32\nn = esp32.NVS('veil')\nb = bytearray(2048)\n"
-        "print(bytes(b[:n.get_blob(%r, b)]).hex())" % name,
+        "try:\n    print(bytes(b[:n.get_blob(%r, b)]).hex())\n"
+        "except OSError:\n    print('')" % name,
     )

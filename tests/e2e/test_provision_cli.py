@@ -1,0 +1,162 @@
+"""`edgeveil provision` as a user runs it, against virtual boards: the board it records,
+the code hash, the failure modes (wrong board, port busy, wrong master key, corrupt
+registry, a killed process, one bad board on a jig) and a factory run over a board that
+already has keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import serial
+from edgeveil.boards import load_board
+from edgeveil.registry import Registry
+from edgeveil.vboard import firmware
+from vbtest import BIN, VBoard, edgeveil, nvs_blob
+
+GENERIC = load_board("esp32-generic")
+
+
+def _registry(tmp_path: Path) -> Path:
+    assert edgeveil(tmp_path, "init").returncode == 0
+    return tmp_path / "reg.db"
+
+
+def _devices(db: Path) -> list[dict]:
+    with Registry.open(db) as reg:
+        return [r.to_json() for r in reg.list()]
+
+
+def test_desk_flow_records_the_board_the_device_is_and_its_code(
+    make_vboard, tmp_path: Path
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    dep = edgeveil(tmp_path, "deploy", "--port", vb.port, "--json")
+    assert dep.returncode == 0, dep.stderr
+    code_hash = json.loads(dep.stdout)["code_hash"]
+    res = edgeveil(tmp_path, "provision", "--port", vb.port)  # no --board: the device says
+    assert res.returncode == 0, res.stderr
+    (dev,) = _devices(db)
+    assert dev["board"] == "esp32-virtual" and dev["status"] == "active"
+    assert dev["code_hash"] == code_hash
+    assert res.stdout.startswith(f"{vb.port}: provisioned {dev['dev_id']} (esp32-virtual)")
+    assert code_hash[:16] in res.stdout
+
+
+def test_a_board_file_that_does_not_fit_the_device_is_refused(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    res = edgeveil(tmp_path, "provision", "--port", vb.port, "--board", "esp32c3-generic")
+    assert res.returncode == 2
+    assert "wrong board" in res.stderr and "esp32c3" in res.stderr and "x64" in res.stderr
+    assert _devices(db) == []
+    assert nvs_blob(vb, "dev_id") == ""  # nothing reached the board
+
+
+def test_a_busy_port_is_named_and_nothing_is_recorded(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    with serial.Serial(vb.port, exclusive=True):
+        res = edgeveil(tmp_path, "provision", "--port", vb.port)
+    assert res.returncode == 2 and "port busy" in res.stderr and vb.port in res.stderr
+    assert _devices(db) == []
+
+
+def test_wrong_master_key_and_corrupt_registry_fail_before_the_board(
+    make_vboard, tmp_path: Path
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    env = dict(os.environ, EDGEVEIL_REGISTRY=str(db), EDGEVEIL_MASTER_KEY="11" * 32)
+    res = subprocess.run(
+        [str(BIN / "edgeveil"), "provision", "--port", vb.port],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and "wrong master key" in res.stderr
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(4000))
+    res = edgeveil(tmp_path, "provision", "--port", vb.port)
+    assert res.returncode == 2 and "corrupt" in res.stderr and str(db) in res.stderr
+    assert nvs_blob(vb, "dev_id") == ""  # the board was never written
+
+
+@pytest.mark.parametrize("after", [0.0, 0.005, 0.015, 0.03])
+def test_a_killed_provision_leaves_nothing_or_a_pending_entry_resume_settles(
+    make_vboard, tmp_path: Path, after: float
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    env = dict(os.environ, EDGEVEIL_REGISTRY=str(db))
+    run = subprocess.Popen(
+        [str(BIN / "edgeveil"), "provision", "--port", vb.port],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    with sqlite3.connect(db) as conn:  # SIGKILL it once the pending entry is there
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 0:
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.001)
+    time.sleep(after)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    res = edgeveil(tmp_path, "provision", "--port", vb.port, "--resume", "--json")
+    assert res.returncode == 0, res.stderr
+    devices = _devices(db)
+    held = nvs_blob(vb, "dev_id")
+    # Never a board holding keys the registry lacks, and nothing left pending:
+    assert all(d["status"] == "active" for d in devices)
+    if held:
+        assert [d["dev_id"] for d in devices] == [held]
+    else:
+        assert devices == []
+
+
+def test_one_bad_board_on_a_jig_does_not_stop_the_others(make_vboard, tmp_path: Path) -> None:
+    a, b = make_vboard(), make_vboard()
+    _registry(tmp_path)
+    missing = str(tmp_path / "ttyUSB9")
+    res = edgeveil(tmp_path, "provision", "--ports", f"{a.port},{missing},{b.port}")
+    assert res.returncode == 2
+    assert "1 of 3 boards failed" in res.stderr and missing in res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if "provisioned" in ln]
+    assert len(lines) == 2 and not any("{" in ln for ln in lines)  # a summary, not a dict
+    assert nvs_blob(a, "dev_id") and nvs_blob(b, "dev_id")
+
+
+def test_factory_refuses_a_board_with_keys_unless_forced(make_vboard, tmp_path: Path) -> None:
+    vb = make_vboard(firmware=False)
+    db = _registry(tmp_path)
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(firmware.build_firmware(GENERIC))
+    args = ("provision", "--factory", "--firmware", str(fw), "--port", vb.port, "--json")
+    first = edgeveil(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    old = json.loads(first.stdout)["dev_id"]
+    again = edgeveil(tmp_path, *args)
+    assert again.returncode == 2 and "already provisioned as " + old in again.stderr
+    assert [d["dev_id"] for d in _devices(db)] == [old]
+    forced = edgeveil(tmp_path, *args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    new = json.loads(forced.stdout)["dev_id"]
+    status = {d["dev_id"]: d["status"] for d in _devices(db)}
+    assert status == {old: "wiped", new: "active"}
+    assert nvs_blob(vb, "dev_id") == new
+
+
+def test_factory_on_a_busy_port_records_nothing(make_vboard, tmp_path: Path) -> None:
+    vb: VBoard = make_vboard(firmware=False)
+    db = _registry(tmp_path)
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(firmware.build_firmware(GENERIC))
+    with serial.Serial(vb.port, exclusive=True):
+        res = edgeveil(
+            tmp_path, "provision", "--factory", "--firmware", str(fw), "--port", vb.port
+        )
+    assert res.returncode == 2 and "port busy" in res.stderr
+    assert _devices(db) == []
