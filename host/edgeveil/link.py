@@ -179,8 +179,12 @@ class Link(Closing):
             raise LinkError(f"{self.port}: code on the device raised:\n{tb}", self.port, tb)
         return out.decode("utf-8", "replace")
 
-    def eval(self, expr: str) -> object:
+    def eval(self, expr: str, secret: bool = False) -> object:
         """The value of `expr` on the board: its `repr` parsed with `ast.literal_eval`.
+
+        Args:
+            secret: the answer may hold keys: an answer that does not parse is not quoted
+                in the error.
 
         Raises:
             LinkError: as `exec`, or the repr is not a Python literal.
@@ -189,8 +193,13 @@ class Link(Closing):
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError) as exc:
+            shown = (
+                f"{len(text)} characters (not shown: they may hold keys)"
+                if secret
+                else (repr(text[:200]))
+            )
             raise LinkError(
-                f"{self.port}: {expr!r} gave {text[:200]!r}, which is not a literal", self.port
+                f"{self.port}: {expr!r} gave {shown}, which is not a literal", self.port
             ) from exc
 
     def _has_b64(self) -> bool:

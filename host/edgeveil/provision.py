@@ -54,7 +54,7 @@ class ProvisionError(EdgeveilError):
 
 class LinkLike(Protocol):
     def exec(self, code: str, timeout: float = 10.0) -> str: ...
-    def eval(self, expr: str) -> object: ...
+    def eval(self, expr: str, secret: bool = False) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _evr(names):
 def read_device(link: LinkLike) -> dict[str, bytes | None]:
     """What the device's NVS holds under each provisioned name (None: absent)."""
     link.exec(_READ)
-    got = link.eval("_evr(%r)" % (list(_ORDER),))
+    got = link.eval("_evr(%r)" % (list(_ORDER),), secret=True)
     if not isinstance(got, dict):
         raise ProvisionError("device answered %r to an NVS read" % (got,))
     return {k: (bytes(v) if isinstance(v, bytes | bytearray) else None) for k, v in got.items()}

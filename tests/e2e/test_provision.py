@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from edgeveil.boards import load_board
 from edgeveil.demo import DeviceSecrets
-from edgeveil.errors import EdgeveilError
+from edgeveil.errors import EdgeveilError, LinkError
 from edgeveil.link import open_link
 from edgeveil.nvs import read_nvs
 from edgeveil.policy import compile_policy, default_policy
@@ -62,8 +62,8 @@ class _Cut:
             self.after()
         return out
 
-    def eval(self, expr: str) -> object:
-        return self.link.eval(expr)
+    def eval(self, expr: str, secret: bool = False) -> object:
+        return self.link.eval(expr, secret)
 
 
 def _die() -> None:
@@ -214,3 +214,15 @@ def test_cli_provisions_two_boards_and_resume_finds_nothing(make_vboard, tmp_pat
     assert again.returncode == 2 and "already provisioned" in again.stderr
     for secret_hex in (d.get("cose_key") for d in listed):
         assert secret_hex is None  # registry list never shows keys
+
+
+def test_an_unreadable_answer_that_may_hold_keys_is_not_quoted(make_vboard) -> None:
+    vb = make_vboard()
+    with open_link(vb.port) as link:
+        link.exec("class K:\n    def __repr__(self):\n        return '<cose_key c0ffee>'")
+        with pytest.raises(LinkError) as shown:
+            link.eval("K()")
+        assert "c0ffee" in str(shown.value)  # an ordinary answer is quoted, to debug it
+        with pytest.raises(LinkError) as hidden:
+            link.eval("K()", secret=True)
+        assert "c0ffee" not in str(hidden.value) and "may hold keys" in str(hidden.value)
