@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli_common import PORTS_OPTION, need_one_port, run_on_ports
+from .cli_common import KEY_FILE_OPTION, PORTS_OPTION, REGISTRY_OPTION, need_one_port, run_on_ports
 
 
 @click.command("deploy")
@@ -29,6 +30,8 @@ from .cli_common import PORTS_OPTION, need_one_port, run_on_ports
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="the MicroPython tree to deploy (default: the project's device/)",
 )
+@REGISTRY_OPTION
+@KEY_FILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report on stdout")
 def deploy_cmd(
     port: str | None,
@@ -36,6 +39,8 @@ def deploy_cmd(
     board: str | None,
     via: str,
     src: Path | None,
+    registry_path: Path | None,
+    key_file: Path | None,
     as_json: bool,
 ) -> None:
     """Compile device/ for the board and sync it by content hash; print the code hash.
@@ -46,7 +51,10 @@ def deploy_cmd(
     (/app/a or /app/b), verified file by file against the host's hashes, and only then made
     current by an atomic rename of /app/current; a deploy interrupted at any point leaves
     the previous version booting. boot.py and main.py are replaced by a small loader.
-    The printed code hash identifies the deployed code; the registry records it.
+    The printed code hash identifies the deployed code. If the board is provisioned and
+    the registry (--registry, EDGEVEIL_REGISTRY or ./edgeveil-registry.db) exists, the hash
+    is recorded for its device there (`registry show` says which code a device runs); a
+    registry that cannot take it is reported, and the deploy still succeeds.
 
     With --ports the boards are deployed in parallel, with a progress line each and then a
     table; one failing does not stop the others. Exit code 0 if every board was deployed,
@@ -62,7 +70,7 @@ def deploy_cmd(
         edgeveil deploy --ports auto --json | jq -r '.boards[].result.code_hash'
     """
     from .boards import load_board
-    from .deploy import DeployReport, deploy
+    from .deploy import DeployReport, deploy, record_code
     from .link import open_link
 
     need_one_port(port, ports_spec)
@@ -70,6 +78,8 @@ def deploy_cmd(
 
     def work(p: str, progress: Any) -> DeployReport:
         with open_link(p, via) as link:
-            return deploy(link, b, src, progress)
+            report = deploy(link, b, src, progress)
+            note = record_code(link, registry_path, key_file, report.code_hash)
+        return dataclasses.replace(report, registry=note)
 
     run_on_ports("deploy", port, ports_spec, work, as_json)

@@ -65,7 +65,7 @@ from typing import Any
 from . import __version__
 from .boards import Board
 from .deploy_device import HELPERS, LOADER
-from .errors import DeployError, LinkError
+from .errors import DeployError, EdgeveilError, LinkError
 from .link import Link
 from .mpy import compile_tree, mpy_cross_path, tree_hash
 from .paths import device_dir
@@ -98,15 +98,18 @@ class DeployReport:
     seconds: float
     sent: tuple[str, ...] = field(default=())
     removed: tuple[str, ...] = field(default=())
+    # What became of the code hash in the registry (`record_code`), if anything was tried.
+    registry: str | None = None
 
     def summary(self) -> str:
         what = (
             f"{self.files_sent} sent ({self.bytes_sent} B), {self.files_unchanged} unchanged, "
             f"{self.files_removed} removed"
         )
+        where = f"; {self.registry}" if self.registry else ""
         if not self.switched:
-            return f"code {self.code_hash} already current in slot {self.slot}: {what}"
-        return f"code {self.code_hash} now current in slot {self.slot}: {what}"
+            return f"code {self.code_hash} already current in slot {self.slot}: {what}{where}"
+        return f"code {self.code_hash} now current in slot {self.slot}: {what}{where}"
 
     def as_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -559,6 +562,39 @@ def deployed_code_hash(link: Any) -> str | None:
     except (ValueError, SyntaxError):
         return None
     return got if isinstance(got, str) else None
+
+
+def record_code(
+    link: Link, registry_path: Path | None, key_path: Path | None, code_hash: str
+) -> str | None:
+    """Record `code_hash` in the registry for the device the board is provisioned as.
+
+    Nothing is tried when no registry file is at `registry_path` (or the default path), or
+    the board holds no device id. A registry that cannot take it is reported, not raised:
+    the deploy itself succeeded.
+
+    Returns:
+        What happened ("registry: recorded for device D", "registry: not recorded: why"),
+        or None when nothing was tried.
+    """
+    from .provision import read_device
+    from .registry import Registry, default_registry_path
+
+    path = registry_path or default_registry_path()
+    if not path.exists():
+        return None
+    try:
+        dev_id = read_device(link).get("dev_id")
+    except (LinkError, DeployError, EdgeveilError):
+        return None  # no esp32.NVS here: not a provisioned ESP32
+    if dev_id is None:
+        return None
+    try:
+        with Registry.open(path, key_path=key_path) as reg:
+            reg.set_code_hash(dev_id, code_hash)
+    except EdgeveilError as exc:
+        return f"registry: not recorded for device {dev_id.hex()}: {exc}"
+    return f"registry: recorded for device {dev_id.hex()}"
 
 
 def remove_deployment(link: Link) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import serial
 from edgeveil.boards import load_board
+from edgeveil.paths import device_dir
 from edgeveil.registry import Registry
 from edgeveil.vboard import firmware
 from vbtest import BIN, VBoard, edgeveil, nvs_blob
@@ -48,6 +50,30 @@ def test_desk_flow_records_the_board_the_device_is_and_its_code(
     assert dev["code_hash"] == code_hash
     assert res.stdout.startswith(f"{vb.port}: provisioned {dev['dev_id']} (esp32-virtual)")
     assert code_hash[:16] in res.stdout
+
+
+def test_a_redeploy_of_a_provisioned_board_records_its_new_code(
+    make_vboard, tmp_path: Path
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    assert edgeveil(tmp_path, "provision", "--port", vb.port).returncode == 0
+    tree = tmp_path / "device"
+    shutil.copytree(device_dir(), tree)
+    (tree / "extra.py").write_text("X = 1\n")
+    dep = edgeveil(tmp_path, "deploy", "--port", vb.port, "--src", str(tree), "--json")
+    assert dep.returncode == 0, dep.stderr
+    report = json.loads(dep.stdout)
+    (dev,) = _devices(db)
+    assert report["registry"] == f"registry: recorded for device {dev['dev_id']}"
+    assert dev["code_hash"] == report["code_hash"]
+    # Elsewhere, without a registry file: nothing is tried, the deploy is the same.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = edgeveil(elsewhere, "deploy", "--port", vb.port, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["registry"] is None
+    assert _devices(db)[0]["code_hash"] == report["code_hash"]
 
 
 def test_a_board_file_that_does_not_fit_the_device_is_refused(make_vboard, tmp_path: Path) -> None:
