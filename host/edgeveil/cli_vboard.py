@@ -199,8 +199,9 @@ def vboard_firmware(board: str, out: Path) -> None:
     \b
     Examples:
       edgeveil vboard firmware -o fw.bin
-      esptool --port /dev/pts/5 write-flash 0x1000 fw.bin
+      esptool --port /dev/pts/5 write-flash 0x1000 fw.bin       # ESP32: at 0x1000
       edgeveil flash --board esp32-virtual --port /dev/pts/5 --firmware fw.bin
+      edgeveil vboard firmware --board esp32s3-virtual -o s3.bin   # S3, C3: at 0x0
     """
     from .boards import load_board
     from .vboard import firmware

@@ -26,7 +26,10 @@ GENERIC = (boards_dir() / "esp32-generic.toml").read_text()
 
 def test_shipped_boards() -> None:
     boards = {b.name: b for b in list_boards()}
-    assert set(boards) >= {"esp32-generic", "esp32s3-generic", "esp32c3-generic", "esp32-virtual"}
+    assert set(boards) >= {
+        "esp32-generic", "esp32s3-generic", "esp32c3-generic",
+        "esp32-virtual", "esp32s3-virtual", "esp32c3-virtual",
+    }  # fmt: skip
     assert {b.chip for b in boards.values()} == set(TARGETS)  # every chip has a board
     for b in boards.values():
         assert b.path == boards_dir() / f"{b.name}.toml"
@@ -39,17 +42,29 @@ def test_shipped_boards() -> None:
     assert (c3.firmware_offset, c3.mpy_arch, c3.flash_size) == (0x0, "rv32imc", 4 << 20)
 
 
-def test_virtual_board_is_esp32_generic_with_the_vm_arch() -> None:
-    virtual, generic = load_board("esp32-virtual"), load_board("esp32-generic")
+@pytest.mark.parametrize(
+    ("name", "chip", "offset"),
+    [
+        ("esp32-virtual", "esp32", 0x1000),
+        ("esp32s3-virtual", "esp32s3", 0x0),
+        ("esp32c3-virtual", "esp32c3", 0x0),
+    ],
+)
+def test_virtual_board_is_its_generic_board_with_the_vm_arch(
+    name: str, chip: str, offset: int
+) -> None:
+    virtual, generic = load_board(name), load_board(name.replace("-virtual", "-generic"))
     assert virtual.virtual and not generic.virtual
     assert virtual.mpy_arch == "x64"  # what the VM's sys.implementation._mpy (2822) says
-    assert (virtual.chip, virtual.flash_size, virtual.firmware_offset) == (
-        generic.chip,
+    assert virtual.chip == generic.chip == chip
+    assert (virtual.flash_size, virtual.firmware_offset) == (
         generic.flash_size,
         generic.firmware_offset,
     )
+    assert virtual.firmware_offset == offset
     assert table_for_board(virtual) == table_for_board(generic)
-    assert virtual.heap_bytes == generic.heap_bytes
+    assert virtual.heap_bytes == generic.heap_bytes == 102400
+    assert virtual.vm_app_heap_bytes == load_board("esp32-virtual").vm_app_heap_bytes
 
 
 def test_sources_and_transports_name_device_modules() -> None:
@@ -159,6 +174,12 @@ def test_boards_cli_lists_every_board(project: Path, capsys: pytest.CaptureFixtu
     s3 = next(b for b in data if b["name"] == "esp32s3-generic")
     assert s3["chip"] == "esp32s3" and s3["firmware_offset"] == 0 and s3["virtual"] is False
     assert [p["name"] for p in s3["partitions"]] == ["nvs", "phy_init", "factory", "vfs"]
+    virtual = {b["name"]: b for b in data if b["virtual"]}
+    assert {n: (b["chip"], b["firmware_offset"]) for n, b in virtual.items()} == {
+        "esp32-virtual": ("esp32", 0x1000),
+        "esp32s3-virtual": ("esp32s3", 0x0),
+        "esp32c3-virtual": ("esp32c3", 0x0),
+    }
 
 
 def test_boards_cli_refuses_a_malformed_file(project: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeveil.boards import load_board
+from edgeveil.boards import Board, load_board
 from edgeveil.esp_image import AppDesc, build_image, check_firmware, parse_image
 from edgeveil.partitions import table_for_board
 from edgeveil.vboard import firmware
@@ -31,15 +31,15 @@ def esptool(*args: str) -> str:
     return proc.stdout
 
 
-def flash_with(pieces: dict[int, bytes]) -> bytearray:
-    flash = bytearray(b"\xff" * BOARD.flash_size)
+def flash_with(pieces: dict[int, bytes], board: Board = BOARD) -> bytearray:
+    flash = bytearray(b"\xff" * board.flash_size)
     for offset, data in pieces.items():
         flash[offset : offset + len(data)] = data
     return flash
 
 
-def boot(flash: bytes | bytearray) -> firmware.BootDecision:
-    return firmware.boot_check(lambda off, n: bytes(flash[off : off + n]), BOARD)
+def boot(flash: bytes | bytearray, board: Board = BOARD) -> firmware.BootDecision:
+    return firmware.boot_check(lambda off, n: bytes(flash[off : off + n]), board)
 
 
 def test_firmware_is_what_esptool_merge_bin_makes(tmp_path: Path) -> None:
@@ -176,3 +176,79 @@ def test_misplaced_flash_segment_is_refused() -> None:
     d = boot(flash_with({0x1000: firmware.build_firmware(BOARD), 0x10000: bytes(app)}))
     assert d.kind == "no_app"
     assert "Segment load address 0x3f400040, doesn't match data 0x00010020" in d.console.decode()
+
+
+# The later chips' virtual boards: esptool's name for the chip, the header's flash size,
+# and the reset that ends each round of the ROM's invalid-header loop.
+LATER = {
+    "esp32s3-virtual": ("ESP32-S3", "8MB", "TG0WDT_SYS_RESET"),
+    "esp32c3-virtual": ("ESP32-C3", "4MB", "RTCWDT_RTC_RESET"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_later_chip_firmware_goes_at_0x0_and_says_so(name: str, tmp_path: Path) -> None:
+    board = load_board(name)
+    chip_name, size, _ = LATER[name]
+    fw = firmware.build_firmware(board)
+    pieces = {
+        0x0: firmware.build_bootloader(board.chip, board.flash_size),
+        0x8000: table_for_board(board),
+        0x10000: firmware.build_app(board.chip, board.flash_size),
+    }
+    args = ["--chip", board.chip, "merge-bin", "-o", str(tmp_path / "m.bin"), "-t", "0x0"]
+    for addr, data in pieces.items():
+        (tmp_path / f"{addr:x}.bin").write_bytes(data)
+        args += [hex(addr), str(tmp_path / f"{addr:x}.bin")]
+    esptool(*args)
+    assert fw == (tmp_path / "m.bin").read_bytes()
+    out = esptool("image-info", str(tmp_path / "0.bin"))
+    assert f"Detected image type: {chip_name}" in out and f"Flash size: {size}" in out
+    info = check_firmware(fw, board.chip)
+    assert info.kind == "combined" and info.write_offset(board) == 0x0
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_later_chip_boots_from_0x0_with_its_roms_lines(name: str) -> None:
+    board = load_board(name)
+    d = boot(flash_with({0x0: firmware.build_firmware(board)}, board), board)
+    assert d.ok and d.virtual_micropython and d.app_partition is not None
+    lines = d.console.decode().split("\r\n")
+    assert lines[0] == "SPIWP:0xee" and lines[1] == "mode:DIO, clock div:2"
+    theirs = LoadFirmwareImage(board.chip, firmware.build_bootloader(board.chip))
+    assert lines[2:-2] == [f"load:{s.addr:#010x},len:{len(s.data):#x}" for s in theirs.segments]
+    assert lines[-2] == f"entry {theirs.entrypoint:#010x}"
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_later_chip_with_firmware_at_the_esp32_offset_loops(name: str) -> None:
+    board = load_board(name)
+    d = boot(flash_with({0x1000: firmware.build_firmware(board)}, board), board)
+    assert d.kind == "invalid_header" and not d.ok
+    assert d.console.startswith(b"invalid header: 0xffffffff\r\n")
+    assert d.reboot_cause == LATER[name][2]
+
+
+def test_vbsys_names_the_chip_as_firmware_does() -> None:
+    # vmlib/vbsys.py: sys.implementation._machine as a board's firmware words it (provision
+    # reads the chip from it); everything else stays the VM's own.
+    code = (
+        "import sys\nreal = sys\nimport vbsys\n"
+        "vbsys.install('edgeveil esp32s3-virtual with ESP32S3')\n"
+        "import sys\n"
+        "i = sys.implementation\n"
+        "print(i._machine)\n"
+        "print(i._mpy == real.implementation._mpy, i.version == real.implementation.version)\n"
+        "print(sys is not real, sys.modules is real.modules, sys.path is real.path)\n"
+        "print(sys.stdout is real.stdout, sys.platform)\n"
+    )
+    vmlib = Path(firmware.__file__).parent / "vmlib"
+    result = run_code(code, 65536, path=[vmlib])
+    assert result.ok, result.stderr
+    assert result.stdout.decode().split("\n") == [
+        "edgeveil esp32s3-virtual with ESP32S3",
+        "True True",
+        "True True True",
+        "True linux",
+        "",
+    ]

@@ -1,4 +1,5 @@
-"""The virtual ESP32's ROM loader and flash model, checked with the real esptool CLI.
+"""The virtual board's ROM loader (ESP32, -S3, -C3) and flash model, checked with the real
+esptool CLI.
 
 Most tests run the unmodified ``esptool`` 5.6.0 as a subprocess against a `RomLoader`
 served on a pty (`rom_pty.RomPtyHarness`) and then read the flash file's bytes directly.
@@ -62,14 +63,30 @@ class Board:
         return run
 
 
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[Board]:
+def _serve(tmp_path: Path, chip: str, size: int) -> Iterator[Board]:
     path = tmp_path / "flash.bin"
-    FlashFile.create_blank(path, SIZE)
-    with FlashFile(path, SIZE) as flash:
-        loader = RomLoader(flash, MAC)
+    FlashFile.create_blank(path, size)
+    with FlashFile(path, size) as flash:
+        loader = RomLoader(flash, MAC, chip=chip)
         with RomPtyHarness(loader) as harness:
             yield Board(harness.port, path, loader, harness, tmp_path)
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[Board]:
+    yield from _serve(tmp_path, "esp32", SIZE)
+
+
+# The later chips: esptool's name, the description it prints, the flash, the chip id.
+LATER = {
+    "esp32s3": ("ESP32-S3", "ESP32-S3 (QFN56) (revision v0.2)", 8, 9),
+    "esp32c3": ("ESP32-C3", "ESP32-C3 (QFN32) (revision v0.4)", 4, 5),
+}
+
+
+@pytest.fixture(params=sorted(LATER))
+def later(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Board]:
+    yield from _serve(tmp_path, request.param, LATER[request.param][2] << 20)
 
 
 def _file(board: Board, name: str, data: bytes) -> str:
@@ -188,6 +205,50 @@ def test_sessions_that_the_board_never_saw_close(board: Board) -> None:
         os.close(keep)
 
 
+def test_later_chips_are_detected_by_their_security_info(later: Board) -> None:
+    name, description, _mib, chip_id = LATER[later.loader.chip]
+    run = later.esptool("--chip", "auto", "read-mac")
+    assert f"Detecting chip type... {name}" in run.stdout
+    assert f"Chip type:          {description}" in run.stdout
+    assert "Crystal frequency:  40MHz" in run.stdout
+    assert run.stdout.count(f"MAC:                {MAC_TEXT}") == 2  # ROM, then stub
+    run = later.esptool("--chip", "esp32", "read-mac", ok=False)  # no magic word to match
+    assert run.returncode != 0 and f"This chip is {name}, not ESP32" in run.stdout
+    run = later.esptool("get-security-info")
+    assert f"Chip ID: {chip_id}" in run.stdout and "Flash Encryption: Disabled" in run.stdout
+    run = later.esptool("--no-stub", "get-security-info")  # the ROM answers it too
+    assert f"Chip ID: {chip_id}" in run.stdout
+
+
+def test_later_chips_flash_id_and_sfdp_addressing(later: Board) -> None:
+    mib = LATER[later.loader.chip][2]
+    run = later.esptool("flash-id")
+    assert f"Detected flash size: {mib}MB" in run.stdout and "Manufacturer: ef" in run.stdout
+    # Their SPI0 takes the address right-aligned (the ESP32's left-aligned): reading the
+    # SFDP header at 4 must not read it at 0. JESD216: minor 6, major 1, 1 header, 0xff.
+    run = later.esptool("--no-stub", "read-flash-sfdp", "4", "4")
+    assert "SFDP[4..7]: 0x06 0x01 0x00 0xff" in run.stdout
+    run = later.esptool("read-flash-sfdp", "0", "4")
+    assert "SFDP[0..3]: 0x53 0x46 0x44 0x50" in run.stdout  # "SFDP"
+
+
+def test_later_chips_write_at_0x0_with_and_without_the_stub(later: Board) -> None:
+    image = os.urandom(30000).hex().encode()  # compressible
+    run = later.esptool("write-flash", "0x0", _file(later, "fw.bin", image))
+    assert "Hash of data verified" in run.stdout
+    assert later.bytes()[: len(image)] == image
+    run = later.esptool("verify-flash", "0x0", _file(later, "fw.bin", image))
+    assert "Verification successful" in run.stdout
+    # The ROM dialect: FLASH_BEGIN carries the encryption word on these ROMs (20 bytes).
+    raw = os.urandom(5000)
+    run = later.esptool("--no-stub", "write-flash", "0x9000", _file(later, "nvs.bin", raw))
+    assert "Hash of data verified" in run.stdout
+    assert later.bytes()[0x9000 : 0x9000 + len(raw)] == raw
+    out = later.tmp / "back.bin"
+    later.esptool("--no-stub", "read-flash", "0x0", "200", str(out))
+    assert out.read_bytes() == image[:200]
+
+
 # -- bytes fed straight to the loader --------------------------------------------------
 
 
@@ -294,6 +355,21 @@ def test_after_run_user_code_input_is_ignored_until_reset(loader: RomLoader) -> 
     assert not loader.run_user_code and len(_frames(loader.feed(SYNC))) == 8
 
 
+def test_security_info_answers_the_chip_id(tmp_path: Path) -> None:
+    FlashFile.create_blank(tmp_path / "f.bin", SIZE)
+    with FlashFile(tmp_path / "f.bin", SIZE) as flash:
+        for chip, chip_id in (("esp32s3", 9), ("esp32c3", 5)):
+            loader = RomLoader(flash, MAC, chip=chip)
+            frames = _frames(loader.feed(SYNC + _request(0x14, b"")))
+            assert len(frames) == 9  # 8 SYNC replies, then this one
+            reply = frames[8]
+            assert _status(reply, 0x14, 20) == b"\0\0"
+            # flags, flash_crypt_cnt, 7 key purposes, chip id, API version; 4 status bytes
+            flags, crypt, *purposes, got_id, _api = struct.unpack_from("<IB7BII", reply, 8)
+            assert (flags, crypt, purposes, got_id) == (0, 0, [0] * 7, chip_id)
+            assert reply[8 + 20 :] == b"\0\0\0\0"
+
+
 def test_unknown_chip_and_bad_mac_are_refused(loader: RomLoader) -> None:
     with pytest.raises(VBoardError, match="chip"):
         RomLoader(loader.flash, MAC, chip="esp8266")
@@ -339,3 +415,24 @@ def test_rom_console_text_matches_esptools_boot_log_regex() -> None:
     lines = invalid_header_lines(0xFFFFFFFF).split(b"\r\n")
     assert lines[-1] == b"" and set(lines[:-1]) == {b"invalid header: 0xffffffff"}
     assert len(lines) > 3
+
+
+@pytest.mark.parametrize(
+    ("chip", "rom", "cause"),
+    [
+        ("esp32s3", b"ESP-ROM:esp32s3-", b"rst:0xc (RTC_SW_CPU_RST),"),
+        ("esp32c3", b"ESP-ROM:esp32c3-", b"rst:0xc (RTC_SW_CPU_RST),"),
+    ],
+)
+def test_later_roms_console_text(chip: str, rom: bytes, cause: bytes) -> None:
+    text = rom_banner(download=True, chip=chip)
+    assert text.startswith(rom) and b"\nBuild:" in text and b"rst:0x1 (POWERON)," in text
+    m = BOOT_LOG.search(text)
+    assert m and m.group(2) is not None  # esptool sees download mode
+    text = rom_banner(download=False, reset_cause="SW_CPU_RESET", chip=chip)
+    m = BOOT_LOG.search(text)
+    assert m and m.group(2) is None and cause in text
+    assert b"\n\r\n" not in text  # no blank line after the header, unlike the ESP32's
+    assert invalid_header_lines(0x12345678, chip=chip).startswith(
+        b"invalid header: 0x12345678\r\n"
+    )

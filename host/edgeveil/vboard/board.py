@@ -1,6 +1,7 @@
-"""One virtual ESP32: power, reset and boot logic around the VM, the ROM loader and the UART.
+"""One virtual ESP32, -S3 or -C3: power, reset and boot logic around the VM, the ROM loader
+and the UART. The board file's chip picks the ROM loader's model (`esp32regs.TARGETS`).
 
-    vb = VirtualBoard(BoardSpec(board=load_board("esp32-generic"), flash=Path("board.img")))
+    vb = VirtualBoard(BoardSpec(board=load_board("esp32s3-virtual"), flash=Path("board.img")))
     vb.open(); print(vb.pty.path); vb.serve_forever()
 
 States, as a real chip goes through them:
@@ -36,7 +37,7 @@ from pathlib import Path
 from ..boards import Board
 from ..mpy import compile_tree
 from ..vm import micropython_path
-from . import firmware, rawreplay, rom
+from . import esp32regs, firmware, rawreplay, rom
 from .flashfile import FlashFile
 from .link import PtyLink, Rfc2217Link
 from .vmproc import VMProcess
@@ -321,7 +322,7 @@ class VirtualBoard:
         self.flash = FlashFile(self.spec.flash, self.spec.board.flash_size)
         self.loader = rom.RomLoader(self.flash, self.spec.mac, chip=self.spec.board.chip)
         if banner:
-            self.send(rom.rom_banner(download=True))
+            self.send(rom.rom_banner(download=True, chip=self.spec.board.chip))
 
     def power_on(self, cause: str) -> None:
         self.boot_from_flash(cause, banner=True)
@@ -332,7 +333,8 @@ class VirtualBoard:
         self.boots += 1
         self._hard_cause = cause  # a soft reboot keeps reporting the last hard reset's cause
         if banner:
-            self.send(rom.rom_banner(download=False, reset_cause=_RESET_CAUSES[cause][0]))
+            name = _RESET_CAUSES[cause][0]
+            self.send(rom.rom_banner(download=False, reset_cause=name, chip=self.spec.board.chip))
         with open(self.spec.flash, "rb") as f:
 
             def read(off: int, n: int) -> bytes:
@@ -351,9 +353,12 @@ class VirtualBoard:
     def _bootloop(self, decision: firmware.BootDecision) -> None:
         self.send(decision.console)
 
+        cause = decision.reboot_cause or "RTCWDT_RTC_RESET"
+
         def again() -> None:
             if self.state == "bootloop":
-                self.send(rom.rom_banner(download=False, reset_cause="RTCWDT_RTC_RESET"))
+                chip = self.spec.board.chip
+                self.send(rom.rom_banner(download=False, reset_cause=cause, chip=chip))
                 self._bootloop(decision)
 
         again._bootloop = True  # type: ignore[attr-defined]
@@ -370,6 +375,8 @@ class VirtualBoard:
             "EDGEVEIL_VB_FLASH": str(self.spec.flash),
             "EDGEVEIL_VB_FLASH_SIZE": str(self.spec.board.flash_size),
             "EDGEVEIL_VB_MAC": self.spec.mac.hex(),
+            # sys.implementation._machine as MicroPython's firmware words it (vmlib/vbsys.py)
+            "EDGEVEIL_VB_MACHINE": self._machine_name(),
             "EDGEVEIL_VB_REPLAY": str(self.spec.replay or ""),
             "EDGEVEIL_VB_SPEED": str(self.spec.speed),
             "EDGEVEIL_VB_T0": str(self._vclock if self._vclock is not None else int(time.time())),
@@ -400,6 +407,13 @@ class VirtualBoard:
         self._vm_paused = False
         self.sel.register(self.vm.fd, selectors.EVENT_READ, self._vm_readable)
         self.sel.register(self.vm.ctl_fd, selectors.EVENT_READ, self._ctl_readable)
+
+    def _machine_name(self) -> str:
+        """'<board> with <MCU>', as MICROPY_HW_BOARD_NAME and MICROPY_HW_MCU_NAME make it
+        on a board (e.g. "edgeveil esp32s3-virtual with ESP32S3"): hosts read the chip
+        from it."""
+        board = self.spec.board
+        return "edgeveil %s with %s" % (board.name, esp32regs.TARGETS[board.chip].MCU_NAME)
 
     def _vmlib_mpy(self) -> Path:
         """The emulated modules compiled once per board process (compiling costs VM heap)."""

@@ -5,7 +5,7 @@ labelled stand-in: valid ESP-IDF-format images that esptool accepts, but holding
 code (each entry point is one instruction that jumps to itself), only text saying what
 they are. The virtual board starts the MicroPython unix VM when it finds this app.
 
-    data = build_firmware(board)              # write at board.firmware_offset (0x1000)
+    data = build_firmware(board)              # write at board.firmware_offset
     decision = boot_check(read, board)        # read(offset, length) -> bytes from flash
     if decision.ok and decision.virtual_micropython: start the VM
     else: print decision.console, reset after a while, again
@@ -39,6 +39,7 @@ from ..partitions import (
     decode_table,
     encode_table,
 )
+from .esp32regs import TARGETS
 
 # The app descriptor of the virtual firmware. The version pins the MicroPython the VM
 # reports (`sys.implementation.version[:3]`, (1, 29, 0); a test keeps it true).
@@ -49,13 +50,13 @@ BUILD_DATE, BUILD_TIME = "Jan  1 2026", "00:00:00"  # fixed: the same image ever
 VIRTUAL_TAG = b"EDGEVEIL-VIRTUAL-MICROPYTHON/1"
 BOOTLOADER_TAG = b"EDGEVEIL-VIRTUAL-BOOTLOADER/1"
 
-_CHIP_NAMES = {"esp32": "ESP32", "esp32s3": "ESP32-S3", "esp32c3": "ESP32-C3"}
-_INVALID_HEADER_LINES = 7  # the ROM prints about this many before its watchdog resets it
 _CLOCK_DIV = {"80m": 1, "40m": 2, "26m": 3, "20m": 4}
+_DEFAULT_FLASH = 4 << 20
 
 
 def _chip_name(chip: str) -> str:
-    return _CHIP_NAMES.get(chip, chip.upper())
+    rom = TARGETS.get(chip)
+    return rom.NAME if rom else chip.upper()
 
 
 def bootloader_label(chip: str) -> str:
@@ -73,8 +74,11 @@ def app_label(chip: str) -> str:
     )
 
 
-def build_bootloader(chip: str) -> bytes:
-    """The labelled second-stage bootloader image (about 300 bytes)."""
+def build_bootloader(chip: str, flash_size: int = _DEFAULT_FLASH) -> bytes:
+    """The labelled second-stage bootloader image (about 300 bytes).
+
+    `flash_size` goes into the image header, where the ROM and bootloader read it.
+    """
     t = target(chip)
     desc = BootloaderDesc(version=1, idf_ver=IDF_VER, date_time=f"{BUILD_DATE} {BUILD_TIME}")
     text = desc.encode() + BOOTLOADER_TAG + b"\n" + bootloader_label(chip).encode() + b"\x00"
@@ -82,6 +86,7 @@ def build_bootloader(chip: str) -> bytes:
         chip,
         [(t.bootloader_dram, text), (t.bootloader_iram, t.idle_code)],
         entry=t.bootloader_iram,
+        flash_size=flash_size,
     )
 
 
@@ -95,7 +100,7 @@ def app_desc() -> AppDesc:
     )
 
 
-def build_app(chip: str) -> bytes:
+def build_app(chip: str, flash_size: int = _DEFAULT_FLASH) -> bytes:
     """The labelled app image: an app descriptor saying MicroPython, and the label."""
     t = target(chip)
     text = VIRTUAL_TAG + b"\n" + app_label(chip).encode() + b"\x00"
@@ -106,6 +111,7 @@ def build_app(chip: str) -> bytes:
         [(t.drom[0] + 0x20, text), (t.app_iram, t.idle_code)],
         entry=t.app_iram,
         app_desc=app_desc(),
+        flash_size=flash_size,
     )
 
 
@@ -113,7 +119,8 @@ def build_firmware(board: Board) -> bytes:
     """The combined firmware file, to be written at `board.firmware_offset`.
 
     Bootloader at its start, the board's partition table at 0x8000, the app at the boot
-    app partition, 0xFF between them (as `esptool merge-bin` fills gaps).
+    app partition, 0xFF between them (as `esptool merge-bin` fills gaps). The image
+    headers carry the board's chip and flash size.
 
     Raises:
         ImageError: the board's partitions make no valid table or hold no app partition.
@@ -123,7 +130,8 @@ def build_firmware(board: Board) -> bytes:
     if app_part is None:
         raise ImageError(f"board {board.name} has no app partition")
     base = board.firmware_offset
-    boot, app = build_bootloader(board.chip), build_app(board.chip)
+    boot = build_bootloader(board.chip, board.flash_size)
+    app = build_app(board.chip, board.flash_size)
     if base + len(boot) > TABLE_OFFSET:
         raise ImageError("bootloader overlaps the partition table")
     if len(app) > app_part.size:
@@ -208,20 +216,25 @@ def _fail(
 
 
 def _rom_lines(chip: str, image: EspImage) -> list[str]:
-    """The ROM's lines for a valid bootloader, as ESP32 and ESP32-S3/-C3 ROMs print them."""
+    """The ROM's lines for a valid bootloader, as the chip's ROM prints them."""
+    rom = TARGETS[chip]
     mode = (
         f"mode:{image.flash_mode.upper()}, clock div:{_CLOCK_DIV.get(image.flash_freq or '', 2)}"
     )
-    if chip == "esp32":
+    if rom.ROM_CONFIGSIP:
         head = [
             f"configsip: 0, SPIWP:{image.wp_pin:#04x}",
             "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00",
             mode,
         ]
-        loads = [f"load:{s.addr:#010x},len:{len(s.data)}" for s in image.segments]
     else:
         head = [f"SPIWP:{image.wp_pin:#04x}", mode]
-        loads = [f"load:{s.addr:#010x},len:{len(s.data):#x}" for s in image.segments]
+    loads = [
+        f"load:{s.addr:#010x},len:{len(s.data):#x}"
+        if rom.ROM_LEN_HEX
+        else f"load:{s.addr:#010x},len:{len(s.data)}"
+        for s in image.segments
+    ]
     return head + loads + [f"entry {image.entry:#010x}"]
 
 
@@ -271,7 +284,7 @@ def _computed(image: EspImage) -> int:
 def boot_check(read: Callable[[int, int], bytes], board: Board) -> BootDecision:
     """Decide what the board does at power-on, from its flash.
 
-    Follows the ESP32 boot: the ROM loads the second-stage bootloader at the firmware
+    Follows the ESP32-family boot: the ROM loads the second-stage bootloader at the firmware
     offset (checksum only, as the ROM does), the bootloader reads the partition table at
     0x8000 (magic and MD5) and verifies the boot app (factory, else ota_0; no OTA data is
     modelled): magic, chip id, size, mapping, checksum and SHA-256.
@@ -283,12 +296,12 @@ def boot_check(read: Callable[[int, int], bytes], board: Board) -> BootDecision:
     chip, base = board.chip, board.firmware_offset
     boot_data = read(base, TABLE_OFFSET - base)
     word = int.from_bytes(boot_data[:4].ljust(4, b"\xff"), "little")
+    rom_chip = TARGETS[chip]
     if not boot_data or boot_data[0] != IMAGE_MAGIC:
         line = f"invalid header: {word:#010x}"
-        return BootDecision(
-            "invalid_header", line, _crlf([line] * _INVALID_HEADER_LINES), "RTCWDT_RTC_RESET"
-        )
-    wdt = "RTCWDT_RTC_RESET"  # the ROM gives up and waits for the RTC watchdog
+        lines = [line] * rom_chip.INVALID_HEADER_LINES
+        return BootDecision("invalid_header", line, _crlf(lines), rom_chip.INVALID_HEADER_RESET)
+    wdt = rom_chip.INVALID_HEADER_RESET  # the ROM gives up and waits for a watchdog
     try:
         boot = parse_image(boot_data, verify=False)
     except ImageError as exc:

@@ -1,13 +1,15 @@
-"""The ESP32 ROM download-mode loader that esptool talks to, sans-I/O.
+"""The ESP32-family ROM download-mode loader that esptool talks to, sans-I/O.
 
 Bytes from the serial line go into `RomLoader.feed`; the bytes it returns go back on the
 line. Partial SLIP frames are kept between calls. The loader answers as the chip's ROM
 until esptool uploads its flasher stub (MEM_BEGIN/DATA/END with an entry point); the stub
 is never executed: the loader greets with ``OHAI`` and switches to the stub's dialect
 (2 status bytes, raw MD5, ERASE_FLASH / ERASE_REGION / streamed READ_FLASH). Facts and
-byte layouts: notes/esptool-rom-protocol.md §1-§6, §9.
+byte layouts: notes/esptool-rom-protocol.md §1-§6, §9. What differs between chips (the
+registers esptool reads, GET_SECURITY_INFO, the SPI0 layout, the console text) comes from
+the chip's class in `esp32regs.TARGETS`.
 
-    loader = RomLoader(flash, mac=bytes.fromhex("240ac4dead01"))
+    loader = RomLoader(flash, mac=bytes.fromhex("240ac4dead01"), chip="esp32s3")
     port.write(loader.feed(port.read()))   # the board process owns the I/O
 
 `rom_banner` and `invalid_header_lines` give the ROM's console text (§8).
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeveil.errors import VBoardError
-from edgeveil.vboard.esp32regs import ESP32, TARGETS
+from edgeveil.vboard.esp32regs import TARGETS, RomChip
 from edgeveil.vboard.flashfile import SECTOR_SIZE, FlashFile
 from edgeveil.vboard.slip import SlipDecoder, checksum, slip_encode
 
@@ -31,7 +33,7 @@ MEM_BEGIN, MEM_END, MEM_DATA = 0x05, 0x06, 0x07
 SYNC, WRITE_REG, READ_REG, SPI_SET_PARAMS = 0x08, 0x09, 0x0A, 0x0B
 SPI_ATTACH, READ_FLASH_SLOW, CHANGE_BAUDRATE = 0x0D, 0x0E, 0x0F
 FLASH_DEFL_BEGIN, FLASH_DEFL_DATA, FLASH_DEFL_END, SPI_FLASH_MD5 = 0x10, 0x11, 0x12, 0x13
-GET_SECURITY_INFO = 0x14  # S2 and later only: the ESP32 answers "invalid"
+GET_SECURITY_INFO = 0x14  # S3/C3 answer it (chip id); the ESP32 ROM says "invalid"
 ERASE_FLASH, ERASE_REGION, READ_FLASH = 0xD0, 0xD1, 0xD2  # stub only
 
 SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
@@ -101,7 +103,7 @@ def _words(payload: bytes, *lengths: int) -> tuple[int, ...]:
     return struct.unpack(f"<{len(payload) // 4}I", payload)
 
 
-def _target(chip: str) -> type[ESP32]:
+def _target(chip: str) -> type[RomChip]:
     try:
         return TARGETS[chip]
     except KeyError:
@@ -119,6 +121,7 @@ class RomLoader:
             Winbond W25Q part of the flash's size (0x1640EF for 4 MiB).
 
     Attributes:
+        chip: the `esp32regs.TARGETS` key it answers as.
         stub_active: the stub dialect is in use (after MEM_END with an entry point).
         session_active: a request (normally esptool's SYNC) succeeded since `reset`.
         run_user_code: esptool told the ROM to leave the loader (FLASH_END: 1 = run the
@@ -134,6 +137,7 @@ class RomLoader:
         if len(mac) != 6:
             raise VBoardError(f"a MAC address has 6 bytes, not {len(mac)}")
         self._chip = _target(chip)
+        self.chip = chip
         self.flash = flash
         self.mac = bytes(mac)
         capacity = max(flash.size.bit_length() - 1, 0)
@@ -238,8 +242,9 @@ class RomLoader:
         opcode = reg(c.SPI_BASE + c.SPI_USR2) & 0xFF
         addr = None
         if usr & _USR_ADDR:
-            addr_bits = (reg(c.SPI_BASE + c.SPI_USR1) >> 26) + 1
-            addr = reg(c.SPI_BASE + c.SPI_ADDR) >> (32 - min(addr_bits, 32))
+            addr = reg(c.SPI_BASE + c.SPI_ADDR)
+            if c.SPI_ADDR_MSB:  # the ESP32 sends the register's top bits
+                addr >>= 32 - min((reg(c.SPI_BASE + c.SPI_USR1) >> 26) + 1, 32)
         if usr & _USR_MISO:
             bits = (reg(c.SPI_BASE + c.SPI_MISO_DLEN) & 0x1FF) + 1
             value = int.from_bytes(self._spi_answer(opcode, addr, (bits + 7) // 8), "little")
@@ -266,6 +271,13 @@ class RomLoader:
         if p != SYNC_PAYLOAD:
             raise _Refused("malformed")
         return self._chip.SYNC_VALUE, b""
+
+    def _op_security_info(self, op: int, p: bytes, chk: int) -> tuple[int, bytes]:
+        _words(p, 0)
+        info = self._chip.security_info()
+        if info is None:
+            raise _Refused("invalid")  # the ESP32 ROM does not know the command
+        return 0, info
 
     def _op_ok(self, op: int, p: bytes, chk: int) -> tuple[int, bytes]:
         return 0, b""  # SPI_ATTACH, SPI_SET_PARAMS, CHANGE_BAUDRATE: nothing to model
@@ -461,7 +473,7 @@ _ROM_OPS: dict[int, _Handler] = {
     FLASH_DEFL_END: RomLoader._op_flash_end,
     SPI_FLASH_MD5: RomLoader._op_md5,
     READ_FLASH_SLOW: RomLoader._op_read_slow,
-    # GET_SECURITY_INFO is absent on purpose: the ESP32 ROM answers it "invalid".
+    GET_SECURITY_INFO: RomLoader._op_security_info,  # "invalid" on the ESP32
 }
 _ROM_ONLY = (MEM_BEGIN, MEM_DATA, MEM_END, READ_FLASH_SLOW)
 _STUB_OPS: dict[int, _Handler] = {
@@ -473,22 +485,24 @@ _STUB_OPS: dict[int, _Handler] = {
 
 
 def rom_banner(download: bool, reset_cause: str = "POWERON_RESET", chip: str = "esp32") -> bytes:
-    """The ROM's boot text: the ets line, a blank line, the rst/boot line (notes §8).
+    """The ROM's boot text: its header lines, then the rst/boot line (notes §8).
 
     Args:
         download: IO0 was low at reset: download boot, adding ``waiting for download``.
-        reset_cause: a reset reason name, e.g. ``POWERON_RESET`` or ``RTCWDT_RTC_RESET``.
+        reset_cause: a reset reason by the ESP32 ROM's name, e.g. ``POWERON_RESET`` or
+            ``RTCWDT_RTC_RESET``; printed as the chip's ROM prints it.
         chip: a key of `esp32regs.TARGETS`.
 
     Raises:
         VBoardError: unknown reset cause or chip.
     """
     c = _target(chip)
-    code = c.RESET_CAUSES.get(reset_cause)
-    if code is None:
-        raise VBoardError(f"unknown reset cause {reset_cause!r}")
+    cause = c.RESET_CAUSES.get(reset_cause)
+    if cause is None:
+        raise VBoardError(f"unknown reset cause {reset_cause!r} for {c.NAME}")
+    code, name = cause
     boot = c.BOOT_DOWNLOAD if download else c.BOOT_SPI
-    lines = [c.ROM_DATE, "", f"rst:{code:#x} ({reset_cause}),{boot}"]
+    lines = [*c.ROM_HEADER, f"rst:{code:#x} ({name}),{boot}"]
     if download:
         lines.append("waiting for download")
     return "".join(line + "\r\n" for line in lines).encode()
@@ -499,6 +513,7 @@ def invalid_header_lines(first_word: int, chip: str = "esp32") -> bytes:
 
     Args:
         first_word: the little-endian word at the bootloader offset (0xffffffff if blank).
+        chip: a key of `esp32regs.TARGETS`.
     """
     line = f"invalid header: 0x{first_word & 0xFFFFFFFF:08x}\r\n"
     return (line * _target(chip).INVALID_HEADER_LINES).encode()

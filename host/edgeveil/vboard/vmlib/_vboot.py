@@ -58,6 +58,11 @@ def _boot():
         mod = __import__(name)
         mod._init(cfg)
         sys.modules[name] = mod
+    machine_name = env("EDGEVEIL_VB_MACHINE")
+    if machine_name:  # the chip, as firmware names it in sys.implementation._machine
+        import vbsys
+
+        vbsys.install(machine_name)
 
     esp32 = sys.modules["esp32"]
     part = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
