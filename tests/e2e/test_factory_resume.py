@@ -147,12 +147,18 @@ def _written_but_pending(vb: VBoard, fw: Path, db: Path) -> bytes:
     return pending.dev_id
 
 
-def test_resume_keeps_the_counter_and_budget_a_running_board_wrote(
-    make_vboard, fw: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def pending(make_vboard, fw: Path, tmp_path: Path) -> tuple[VBoard, Path, bytes]:
+    """A blank board the factory wrote completely, its entry left pending."""
     vb = make_vboard(firmware=False)
     db = init_registry(tmp_path / "reg.db")
-    dev_id = _written_but_pending(vb, fw, db)
+    return vb, db, _written_but_pending(vb, fw, db)
+
+
+def test_resume_keeps_the_counter_and_budget_a_running_board_wrote(
+    pending: tuple[VBoard, Path, bytes], fw: Path
+) -> None:
+    vb, db, dev_id = pending
     # The board booted with its keys and sent 41 messages before anyone resumed.
     at41 = (41).to_bytes(8, "big")
     record = at41 + hashlib.sha256(at41).digest()[:8]
@@ -172,11 +178,9 @@ def test_resume_keeps_the_counter_and_budget_a_running_board_wrote(
 
 
 def test_resume_refuses_another_policy_and_leaves_the_board(
-    make_vboard, fw: Path, tmp_path: Path
+    pending: tuple[VBoard, Path, bytes], fw: Path
 ) -> None:
-    vb = make_vboard(firmware=False)
-    db = init_registry(tmp_path / "reg.db")
-    dev_id = _written_but_pending(vb, fw, db)
+    vb, db, dev_id = pending
     vb.stop()
     # What a resume would write again; the filesystem is left out (the board's own app may
     # write there while it runs).
@@ -210,11 +214,9 @@ def test_resume_leaves_pending_entries_of_other_boards(
 
 
 def test_resume_completes_when_a_torn_nvs_page_still_holds_a_key(
-    make_vboard, fw: Path, tmp_path: Path
+    pending: tuple[VBoard, Path, bytes], fw: Path
 ) -> None:
-    vb = make_vboard(firmware=False)
-    db = init_registry(tmp_path / "reg.db")
-    dev_id = _written_but_pending(vb, fw, db)
+    vb, db, dev_id = pending
     vb.stop()
     with Registry.open(db) as reg:
         secrets = reg.secrets(dev_id)
