@@ -34,15 +34,7 @@ MAC = bytes.fromhex("240ac4123456")
 OTHER_MAC = bytes.fromhex("240ac4abcdef")
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("EDGEVEIL_MASTER_KEY", raising=False)
-    monkeypatch.delenv("EDGEVEIL_REGISTRY", raising=False)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return init_registry(tmp_path / "fleet.db")
+pytestmark = pytest.mark.usefixtures("clean_env")  # and `db`: tests/host/conftest.py
 
 
 def _add(reg: Registry, n: int) -> list[DeviceSecrets]:
