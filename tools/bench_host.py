@@ -367,7 +367,7 @@ def bench_factory(work: Path, n: int) -> None:
     """`provision --factory` (firmware + NVS image + littlefs image of the compiled code in
     one esptool pass, the NVS read back through esptool) on 1, 4 and 8 virtual boards at
     once through edgeveil.fleet, in-process; boards per minute and the speed-up over one
-    board. Every run is a new device per board (the whole flash written again)."""
+    board. Every run is a new device per board (--force: the whole flash written again)."""
     from edgeveil.factory import provision_factory
     from edgeveil.policy import default_policy
     from edgeveil.registry import Registry, init_registry
@@ -382,7 +382,7 @@ def bench_factory(work: Path, n: int) -> None:
 
     def one(port: str, progress: object) -> None:
         with Registry.open(db) as reg:
-            provision_factory(port, board, reg, policy, fw)
+            provision_factory(port, board, reg, policy, fw, force=True)
 
     try:
         print(f"provision --factory: board {BOARD}, virtual boards on ptys, median of {n}")
