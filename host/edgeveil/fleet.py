@@ -251,7 +251,7 @@ class _Display:
             colour = "green" if status.startswith("ok") else "red" if "FAILED" in status else None
             text = f"{port:<{self.width}} [{'#' * fill}{'-' * (_BAR - fill)}] {frac:4.0%}  "
             text += status[: max(cols - len(text) - 1, 10)]
-            out.append("\r\x1b[2K" + click.style(text, fg=colour) + "\n")
+            out.append("\r\x1b[2K" + (click.style(text, fg=colour) if colour else text) + "\n")
         self.stream.write("".join(out))
         self.stream.flush()
         self.drawn = True

@@ -152,3 +152,24 @@ def test_resolve_ports_auto_without_boards(tmp_path: Path, monkeypatch: pytest.M
         str(tmp_path / "ttyUSB0"),
         str(tmp_path / "ttyUSB1"),
     ]
+
+
+def test_on_a_terminal_only_finished_lines_are_coloured() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def work(port: str, progress: Progress) -> int:
+        progress(50, 100)
+        if port == "bad":
+            raise EdgeveilError("bad: nope")
+        return 1
+
+    out = Terminal()
+    run_many(["good", "bad"], work, "flash", progress_stream=out, summary=False)
+    lines = out.getvalue().split("\n")
+    assert any("\x1b[32m" in ln and "good" in ln for ln in lines)  # ok: green
+    assert any("\x1b[31m" in ln and "bad" in ln for ln in lines)  # FAILED: red
+    for ln in lines:  # a line still running carries no colour, not even a stray reset
+        if "\x1b[0m" in ln:
+            assert "\x1b[32m" in ln or "\x1b[31m" in ln, repr(ln)
