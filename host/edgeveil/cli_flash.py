@@ -81,6 +81,13 @@ def flash_cmd(
     def erased(report: FlashReport) -> None:
         _warn_erased_keys(report, registry_path, key_file)
 
+    if erase:  # esptool reports no progress while the chip erases itself
+        click.echo(
+            "edgeveil: erasing the whole flash first (a real chip takes 10-40 s, no progress "
+            "shows meanwhile)",
+            err=True,
+        )
+
     run_on_ports(
         "flash",
         port,

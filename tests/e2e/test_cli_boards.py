@@ -69,9 +69,10 @@ def test_flash_erase_warns_about_the_registrys_devices_on_that_chip(
     for other in (pending, revoked, elsewhere):
         assert other not in res.stderr
     assert "chip erased first" in res.stdout  # the flash itself reported as before
+    assert "erasing the whole flash first" in res.stderr  # said before the silent erase
 
     res = edgeveil(tmp_path, *flash, "--port", vb.port)  # no --erase: the keys stay
-    assert res.returncode == 0 and "warning" not in res.stderr
+    assert res.returncode == 0 and "warning" not in res.stderr and "erasing" not in res.stderr
 
     # The jig form warns too, and the JSON on stdout stays one object.
     res = edgeveil(tmp_path, *flash, "--ports", vb.port, "--erase", "--json")
