@@ -7,6 +7,7 @@ JSON a failed board prints agree through it).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -199,6 +200,11 @@ def argv_paths(argv: Iterable[str]) -> list[str]:
     return out
 
 
+# A write that fails for the machine's sake (a full disk, a read-only filesystem, an I/O
+# error) often carries no file name (it comes from write(), not open()).
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
 def user_path_error(exc: OSError, given: Iterable[str]) -> str | None:
     """ "cannot write X: why" if `exc` is about a path in `given` (or one inside such a
     directory), else None: the user can act on it, it is not a bug."""
@@ -230,6 +236,8 @@ def failure(exc: BaseException, given: Iterable[str]) -> tuple[str, int]:
         message = user_path_error(exc, given)
         if message is not None:
             return message, 2
+        if exc.errno in _MACHINE_ERRNOS:  # the disk or the device, not edgeveil
+            return f"cannot write: {exc.strerror or exc}", 2
     return (
         f"internal error: {type(exc).__name__}: {exc} "
         f"(a bug; run with {DEBUG_ENV}=1 for the traceback)",

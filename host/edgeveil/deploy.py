@@ -584,7 +584,7 @@ def record_code(
     if not path.exists():
         return None
     try:
-        dev_id = read_device(link).get("dev_id")
+        dev_id = read_device(link, ("dev_id",)).get("dev_id")
     except (LinkError, DeployError, EdgeveilError):
         return None  # no esp32.NVS here: not a provisioned ESP32
     if dev_id is None:

@@ -19,16 +19,18 @@ Order, so that no board ever holds keys the registry lacks and a refusal costs n
    the NVS image of namespace "veil" built (`nvs.make_nvs`, ESP-IDF's own generator) at
    the size of the board's `nvs` partition.
 4. The port is opened and the chip that answers identified (`flash.open_chip`: the
-   board's chip, or nothing is written). Only now is the device recorded in the registry
-   as `pending` (with a keyed hash of its MAC), and the images written to `out_dir` if
-   one is given.
+   board's chip with enough flash, or nothing is written), and its NVS partition read: a
+   board that already holds a device id is refused unless `force` (then its filesystem's
+   state files, the ε budget above all, are carried into the new image). Only now is the
+   device recorded in the registry as `pending` (with a keyed hash of its MAC).
 5. One esptool pass writes the firmware's regions, the NVS image and the littlefs image,
    each MD5-verified by the chip; then the NVS partition is read back (esptool
    read_flash), parsed (`nvs.read_nvs`) and compared with the secrets. Only then is the
-   entry made `active` (with the code hash), and the chip is hard-reset.
+   entry made `active` (with the code hash), the chip hard-reset, and the images written
+   to `out_dir` if one is given (never for a device that did not become active).
 
-A failure before anything was written (port, wrong chip, too little flash) deletes the
-pending entry again. A failure during or after the write, or a killed process, leaves the
+A refusal before the write (port, wrong chip, too little flash, keys already there)
+records nothing. A failure during or after the write, or a killed process, leaves the
 entry `pending`, and a half-written board may not boot MicroPython at all: `resume_factory`
 (`edgeveil provision --factory --firmware F --resume`) settles it through the ROM loader
 alone. It finds the pending entries recorded with the MAC of the chip that answers and
@@ -39,8 +41,11 @@ reads the NVS partition:
 - any of them are: the pass is written again with the same keys ("completed"), after
   checking that the policy given is the one the entry was provisioned with. What the
   board's filesystem already holds outside the code (its message counter, ε budget,
-  configuration; read block by block, `lfs.read_vfs`) is carried into the new image, so a
-  board that ran with these keys never reuses a nonce or gets its budget back.
+  configuration; read block by block, `lfs.read_vfs`; a failed read fails the resume) is
+  carried into the new image, so a board that ran with these keys never reuses a nonce
+  or gets its budget back. The counter carried is recorded in the registry first: should
+  that pass be cut off too and tear the filesystem, the next resume knows the board sent
+  messages, and refuses rather than start again from counter 0.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from typing import Any
 
 from .boards import Board, Partition
 from .demo import DeviceSecrets
-from .errors import EdgeveilError, FlashError, ImageError
+from .errors import EdgeveilError, ImageError
 from .flash import Chip, ProgressCallback, load_firmware, open_chip
 from .lfs import make_vfs_image, read_vfs, vfs_partition
 from .nvs import make_nvs, read_nvs
@@ -208,11 +213,9 @@ def provision_factory(
     say = progress or (lambda _msg: None)
     t0 = time.monotonic()
     plan = _plan(board, firmware_path, src)
+    if out_dir is not None:  # a directory that cannot be made fails before the board
+        Path(out_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     secrets = DeviceSecrets.generate()
-    regions, values, policy_hash = _device_regions(
-        plan, secrets, policy, {COUNTER_PATH: counter_record()}
-    )
-    say("code image: %d files, code %s" % (len(plan.code) + 1, plan.code_hash[:16]))
     dev_id = secrets.dev_id.hex()
     written_to: Path | None = None
     with open_chip(port, board, write_progress) as chip:
@@ -225,36 +228,46 @@ def provision_factory(
                     held.hex(),
                     "its entry is pending: `--factory --resume` settles it"
                     if is_pending(registry, held)
-                    else "use --force to replace its keys, code and filesystem",
+                    else "use --force to replace its keys and code",
                 )
             )
+        state = {COUNTER_PATH: counter_record()}
+        if held is not None:
+            # Forced: new keys (so a new counter), but the rest of the board's state, its
+            # spent ε budget above all, stays with the board.
+            kept = _board_state(chip, plan) or {}
+            state = {**kept, **state}
+        regions, values, policy_hash = _device_regions(plan, secrets, policy, state)
+        say("code image: %d files, code %s" % (len(plan.code) + len(state), plan.code_hash[:16]))
         registry.add_pending(
             secrets.dev_id, board.name, secrets, policy_hash, port, mac=_mac_bytes(chip.mac)
         )
         say("recorded %s as pending" % dev_id)
-        touched = False  # whether the write may have begun
         try:
-            if out_dir is not None:
-                written_to = _write_out(
-                    Path(out_dir), dev_id, regions, plan.nvs.offset, plan.vfs.offset,
-                    plan.firmware,
-                )  # fmt: skip
-                say("images written to %s" % written_to)
-            touched = True
             _write_and_activate(chip, plan, registry, secrets.dev_id, regions, values)
-            say("written, verified, confirmed and active: %d regions" % len(regions))
-            if held is not None:
-                _mark_wiped(registry, held)  # the board no longer holds the old keys
-        except BaseException as exc:
-            if not touched or (isinstance(exc, FlashError) and "nothing was written" in str(exc)):
-                _roll_back(registry, secrets.dev_id, written_to)
-            elif isinstance(exc, EdgeveilError):
-                exc.args = (
-                    "%s (device %s stays pending in the registry; `edgeveil provision "
-                    "--factory --firmware %s --port %s --resume` settles it)"
-                    % (exc, dev_id, plan.firmware, port),
-                )
+        except EdgeveilError as exc:
+            exc.args = (
+                "%s (device %s stays pending in the registry; `edgeveil provision "
+                "--factory --firmware %s --port %s --resume` settles it)"
+                % (exc, dev_id, plan.firmware, port),
+            )
             raise
+        say("written, verified, confirmed and active: %d regions" % len(regions))
+        if held is not None:
+            _mark_wiped(registry, held)  # the board no longer holds the old keys
+    if out_dir is not None:
+        # Only now: images of a device that never became active would let anyone flash a
+        # board with keys a rolled-back registry no longer has.
+        try:
+            written_to = _write_out(
+                Path(out_dir), dev_id, regions, plan.nvs.offset, plan.vfs.offset, plan.firmware
+            )
+        except OSError as exc:
+            raise EdgeveilError(
+                "device %s is provisioned and active, but its images could not be kept: "
+                "cannot write %s: %s" % (dev_id, exc.filename or out_dir, exc.strerror or exc)
+            ) from exc
+        say("images written to %s" % written_to)
     return FactoryReport(
         dev_id=dev_id,
         board=board.name,
@@ -308,7 +321,8 @@ def resume_factory(
     Raises:
         ImageError, FlashError: as `provision_factory` (nothing is settled then).
         ProvisionError: the policy given is not the entry's, the board's NVS holds parts
-            of several pending entries, or its counter record is unreadable (all left
+            of several pending entries, its counter record is not sound, or the board
+            sent messages under the entry's keys and its filesystem is lost (all left
             pending, the board untouched).
     """
     say = progress or (lambda _msg: None)
@@ -326,40 +340,21 @@ def resume_factory(
                 "%s: the board's NVS holds parts of several pending devices (%s); "
                 "settle them by hand" % (port, ", ".join(r.dev_id.hex() for r in held))
             )
+        # The entry to complete is checked and its images built before anything is
+        # settled: a refusal leaves every entry pending and the board untouched.
+        plans = [(rec, *_resume_regions(chip, plan, registry, rec, policy)) for rec in held]
         for rec in mine:
             if rec not in held:
                 registry.delete_pending(rec.dev_id)
                 done[rec.dev_id.hex()] = "rolled back"
                 say("%s: none of its keys reached the board: rolled back" % rec.dev_id.hex())
-        for rec in held:
-            secrets = registry.secrets(rec.dev_id)
-            state = _board_state(chip, plan)
-            regions, values, policy_hash = _device_regions(plan, secrets, policy, state)
-            if policy_hash != rec.policy_hash:
-                raise ProvisionError(
-                    "%s: device %s was provisioned with policy %s, the policy given is %s; "
-                    "resume with the same --policy" % (
-                        port, rec.dev_id.hex(), rec.policy_hash[:16], policy_hash[:16]
-                    )
-                )  # fmt: skip
+        for rec, regions, values, carried in plans:
+            if carried > 0:  # a floor for the counter, should this pass be cut too
+                registry.update_counter(rec.dev_id, carried - 1)
             _write_and_activate(chip, plan, registry, rec.dev_id, regions, values)
             done[rec.dev_id.hex()] = "completed"
             say("%s: written again, confirmed and active" % rec.dev_id.hex())
     return done
-
-
-def _roll_back(registry: Any, dev_id: bytes, written_to: Path | None) -> None:
-    """Nothing reached the board: forget the entry and the images holding its keys."""
-    try:
-        registry.delete_pending(dev_id)
-    finally:
-        if written_to is not None:
-            for name in ("nvs.bin", "vfs.bin", "flash_args"):
-                (written_to / name).unlink(missing_ok=True)
-            try:
-                written_to.rmdir()
-            except OSError:
-                pass
 
 
 def _mark_wiped(registry: Any, dev_id: bytes) -> None:
@@ -398,12 +393,59 @@ def _holds_any(raw: bytes, parsed: dict[str, bytes], secrets: DeviceSecrets) -> 
     return any(parsed.get(k) == v or v in raw for k, v in mine.items())
 
 
-def _board_state(chip: Chip, plan: _Plan) -> dict[str, bytes]:
-    """The files on the board's filesystem that are the device's state rather than code,
-    with a counter record at 0 if it has none.
+def _resume_regions(
+    chip: Chip, plan: _Plan, registry: Any, rec: Any, policy: dict[str, Any]
+) -> tuple[list[tuple[int, bytes]], dict[str, bytes], int]:
+    """(regions, NVS values, counter carried) to complete `rec` on the board, its state
+    kept.
 
     Raises:
-        ProvisionError: the board has a counter record that is not sound.
+        ProvisionError: the policy is not the entry's; the counter record is not sound; or
+            the registry knows the board sent messages under these keys (a pass of an
+            earlier resume carried its counter) but its filesystem or counter is gone,
+            so the next counter and the ε budget spent are unknown.
+    """
+    state = _board_state(chip, plan)
+    if state is None or COUNTER_PATH not in state:
+        if rec.last_counter is not None:
+            raise ProvisionError(
+                "%s: device %s sent messages under its keys (counter %d at least), but the "
+                "board's filesystem %s: its next message counter and its spent ε budget are "
+                "unknown, so it is left pending. Revoke it (`edgeveil registry revoke`) and "
+                "provision the board again with --factory --force"
+                % (
+                    chip.port,
+                    rec.dev_id.hex(),
+                    rec.last_counter,
+                    "is torn or blank" if state is None else "has no counter record",
+                )
+            )
+        state = {**(state or {}), COUNTER_PATH: counter_record()}
+    carried = read_counter_record(state[COUNTER_PATH])
+    if carried is None:
+        raise ProvisionError(
+            "%s: the board's %s is not a sound counter record; it is left as it is "
+            "(settle it by hand: the device may have sent messages under its keys)"
+            % (chip.port, COUNTER_PATH)
+        )
+    secrets = registry.secrets(rec.dev_id)
+    regions, values, policy_hash = _device_regions(plan, secrets, policy, state)
+    if policy_hash != rec.policy_hash:
+        raise ProvisionError(
+            "%s: device %s was provisioned with policy %s, the policy given is %s; resume "
+            "with the same --policy" % (chip.port, rec.dev_id.hex(), rec.policy_hash[:16],
+                                        policy_hash[:16])
+        )  # fmt: skip
+    return regions, values, carried
+
+
+def _board_state(chip: Chip, plan: _Plan) -> dict[str, bytes] | None:
+    """The files on the board's filesystem that are the device's state rather than code
+    (its counter and ε budget records, its configuration); None when no filesystem can be
+    read there (blank, or torn by a cut-off write: MicroPython formats it at boot).
+
+    Raises:
+        FlashError: reading the flash failed (never taken for a blank filesystem).
     """
     from littlefs import LittleFSError
 
@@ -419,13 +461,5 @@ def _board_state(chip: Chip, plan: _Plan) -> dict[str, bytes]:
                 if not (is_dir or path.startswith(ROOT + "/") or path in plan.code):
                     state[path] = fs.read(path)
     except (ImageError, LittleFSError):
-        state = {}  # torn or blank: nothing ran from it (MicroPython formats it at boot)
-    if COUNTER_PATH not in state:
-        state[COUNTER_PATH] = counter_record()
-    elif read_counter_record(state[COUNTER_PATH]) is None:
-        raise ProvisionError(
-            "%s: the board's %s is not a sound counter record; it is left as it is "
-            "(settle it by hand: the device may have sent messages under its keys)"
-            % (chip.port, COUNTER_PATH)
-        )
+        return None
     return state

@@ -286,7 +286,9 @@ def open_chip(port: str, board: Board, progress: ProgressCallback | None = None)
             done = True
         finally:
             try:
-                _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
+                with _esptool_errors(port, "the work is done but the chip did not reset "
+                                     "(power-cycle the board)", session):  # fmt: skip
+                    _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
             finally:
                 lines = _has_modem_lines(chip._esp._port)
                 chip._esp._port.close()

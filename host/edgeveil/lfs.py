@@ -113,15 +113,25 @@ class _FileRegion(UserContext):  # type: ignore[misc]
 
 class _ReadRegion(UserContext):  # type: ignore[misc]
     """A partition read a block at a time through `read(offset, length)` (a chip's flash
-    through esptool), each block once; writes are refused."""
+    through esptool), each block once; writes are refused.
+
+    littlefs-python prints and ignores an exception raised in this callback, and goes on
+    with whatever the buffer held: a failed read is therefore kept in `error` (and answered
+    with erased bytes), and `BoardVfs` raises it after the operation that met it.
+    """
 
     def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
         self.fetch, self.in_size = read, size
         self.blocks: dict[int, bytes] = {}
+        self.error: Exception | None = None
 
     def read(self, cfg: Any, block: int, off: int, size: int) -> bytearray:
         if block not in self.blocks:
-            self.blocks[block] = self.fetch(block * BLOCK_SIZE, BLOCK_SIZE)
+            try:
+                self.blocks[block] = self.fetch(block * BLOCK_SIZE, BLOCK_SIZE)
+            except Exception as exc:  # noqa: BLE001 - kept, and raised by BoardVfs
+                self.error = self.error or exc
+                return bytearray(b"\xff" * size)
         return bytearray(self.blocks[block][off : off + size])
 
     def prog(self, cfg: Any, block: int, off: int, data: bytes) -> int:
@@ -154,7 +164,9 @@ class BoardVfs(Closing):
         self._fd = fd
 
     def listdir(self, path: str = "/") -> list[str]:
-        return sorted(self.fs.listdir(path))
+        names = sorted(self.fs.listdir(path))
+        self._check_reads()
+        return names
 
     def walk(self) -> Iterator[tuple[str, bool]]:
         """Every entry below `/` as (absolute path, is_dir), parents before children."""
@@ -171,7 +183,15 @@ class BoardVfs(Closing):
     def read(self, path: str) -> bytes:
         with self.fs.open(_norm(path), "rb") as f:
             data: bytes = f.read()
+        self._check_reads()
         return data
+
+    def _check_reads(self) -> None:
+        """Raise the first read of the partition that failed (see `_ReadRegion`): what
+        littlefs made of the stand-in bytes is not to be trusted."""
+        error = getattr(self._region, "error", None)
+        if error is not None:
+            raise error
 
     def files(self) -> dict[str, bytes]:
         """Every regular file, by absolute path."""
@@ -212,15 +232,19 @@ class BoardVfs(Closing):
 
 def _mount(region: _Region, where: str, fd: int = -1) -> BoardVfs:
     fs = new_littlefs(region, region.in_size // BLOCK_SIZE)
+    vfs = BoardVfs(fs, region, fd)
     try:
-        fs.mount()
+        try:
+            fs.mount()
+        finally:
+            vfs._check_reads()  # a failed read, not a blank partition, if one failed
     except LittleFSError as exc:
         if fd >= 0:
             os.close(fd)
         raise ImageError(
             f"{where} holds no littlefs filesystem (blank or corrupt): {exc}"
         ) from exc
-    return BoardVfs(fs, region, fd)
+    return vfs
 
 
 def open_vfs(

@@ -100,10 +100,11 @@ def _evr(names):
 )
 
 
-def read_device(link: LinkLike) -> dict[str, bytes | None]:
-    """What the device's NVS holds under each provisioned name (None: absent)."""
+def read_device(link: LinkLike, names: tuple[str, ...] = _ORDER) -> dict[str, bytes | None]:
+    """What the device's NVS holds under each of `names` (default: every provisioned
+    name; None: absent)."""
     link.exec(_READ)
-    got = link.eval("_evr(%r)" % (list(_ORDER),), secret=True)
+    got = link.eval("_evr(%r)" % (list(names),), secret=True)
     if not isinstance(got, dict):
         raise ProvisionError("device answered %r to an NVS read" % (got,))
     return {k: (bytes(v) if isinstance(v, bytes | bytearray) else None) for k, v in got.items()}

@@ -103,11 +103,8 @@ def test_factory_out_that_cannot_be_a_directory_is_exit_2(make_vboard, tmp_path:
     args = ("provision", "--factory", "--firmware", str(fw), "--out", str(out), "--json")
     env = {"EDGEVEIL_REGISTRY": str(db)}
 
-    def named(message: str) -> bool:  # the directory for the device: OUT/<dev_id>
-        return (
-            re.fullmatch(f"cannot write {out}/[0-9a-f]{{16}}: Not a directory", message)
-            is not None
-        )
+    def named(message: str) -> bool:  # made before the board is touched
+        return re.fullmatch(f"cannot write {out}: Not a directory", message) is not None
 
     res = _run(*args, "--port", vb.port, cwd=tmp_path, env=env)
     assert res.returncode == 2

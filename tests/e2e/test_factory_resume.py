@@ -38,7 +38,8 @@ _KILLED_MID_WRITE = textwrap.dedent(
     from edgeveil.policy import default_policy
     from edgeveil.registry import Registry
 
-    db, port, fw, cut = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    db, port, fw = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    cut, out = int(sys.argv[4]), sys.argv[5]
 
     def progress(done, total):
         if done >= cut:
@@ -46,7 +47,7 @@ _KILLED_MID_WRITE = textwrap.dedent(
 
     with Registry.open(db) as reg:
         provision_factory(port, load_board("esp32-generic"), reg, default_policy(), fw,
-                          write_progress=progress)
+                          write_progress=progress, out_dir=out)
     print("not killed")
     """
 )
@@ -90,10 +91,13 @@ def test_factory_killed_mid_write_is_settled_by_resume(
     db = init_registry(tmp_path / "reg.db")
     cut = _cut_at(fw, where)
     run = subprocess.run(
-        [sys.executable, "-c", _KILLED_MID_WRITE, str(db), vb.port, str(fw), str(cut)],
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(db), vb.port, str(fw), str(cut),
+         str(tmp_path / "images")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == -9, run.stdout + run.stderr
+    # --out keeps images of active devices only: none of a device that may be rolled back.
+    assert list((tmp_path / "images").iterdir()) == []
     with Registry.open(db) as reg:
         (pending,) = reg.pending()
         secrets = reg.secrets(pending.dev_id)
@@ -237,3 +241,66 @@ def test_resume_completes_when_a_torn_nvs_page_still_holds_a_key(
             dev_id.hex(): "completed"
         }
     assert nvs_blob(vb, "dev_id") == dev_id.hex()
+
+
+def test_resume_after_a_resume_cut_off_in_the_filesystem_refuses_to_restart_the_counter(
+    pending: tuple[VBoard, Path, bytes], fw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vb, db, dev_id = pending
+    at41 = (41).to_bytes(8, "big")
+    on_board(vb, "f = open('/veil.ctr', 'wb'); f.write(%r); f.close()" % (
+        at41 + hashlib.sha256(at41).digest()[:8]))  # fmt: skip
+    vb.restart()
+
+    def cut_off(*args: object) -> None:
+        raise KeyboardInterrupt  # the host dies as the pass begins
+
+    with Registry.open(db) as reg, monkeypatch.context() as m:
+        m.setattr("edgeveil.factory._write_and_activate", cut_off)
+        with pytest.raises(KeyboardInterrupt):
+            resume_factory(vb.port, BOARD, reg, default_policy(), fw)
+    # ... and the pass had torn the filesystem and the app when it died.
+    vb.stop()
+    flash = bytearray(vb.flash.read_bytes())
+    flash[VFS.offset : VFS.offset + 2 * 4096] = bytes(2 * 4096)
+    app = boot_app_partition(BOARD.partitions)
+    assert app is not None
+    flash[app.offset : app.offset + 32] = bytes(32)
+    vb.flash.write_bytes(bytes(flash))
+    vb.restart()
+    with Registry.open(db) as reg:
+        with pytest.raises(ProvisionError, match="sent messages under its keys"):
+            resume_factory(vb.port, BOARD, reg, default_policy(), fw)
+        rec = reg.get(dev_id)
+    # Left pending, with the floor the first resume recorded (messages 0..40 were sent).
+    assert (rec.status, rec.last_counter) == ("pending", 40)
+
+
+def test_a_failed_flash_read_fails_the_resume_and_keeps_the_board(
+    pending: tuple[VBoard, Path, bytes], fw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vb, db, dev_id = pending
+    from edgeveil.errors import FlashError
+    from edgeveil.flash import Chip
+
+    real = Chip.read
+    seen: list[int] = []
+
+    def flaky(self: Chip, offset: int, length: int) -> bytes:
+        if offset >= VFS.offset:
+            seen.append(offset)
+            if len(seen) == 2:  # one read of the filesystem times out
+                raise FlashError(f"{self.port}: reading {length} bytes at {offset:#x}: timeout")
+        return real(self, offset, length)
+
+    vb.stop()
+    before = vb.flash.read_bytes()
+    vb.restart()
+    with Registry.open(db) as reg, monkeypatch.context() as m:
+        m.setattr(Chip, "read", flaky)
+        with pytest.raises(FlashError, match="timeout"):
+            resume_factory(vb.port, BOARD, reg, default_policy(), fw)
+        assert reg.get(dev_id).status == "pending"
+    assert len(seen) >= 2  # the failing read was made
+    vb.stop()
+    assert vb.flash.read_bytes()[: VFS.offset] == before[: VFS.offset]  # nothing written

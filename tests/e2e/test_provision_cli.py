@@ -5,6 +5,7 @@ already has keys."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from edgeveil.boards import load_board
 from edgeveil.paths import device_dir
 from edgeveil.registry import Registry
 from edgeveil.vboard import firmware
-from vbtest import BIN, VBoard, edgeveil, nvs_blob
+from vbtest import BIN, VBoard, edgeveil, nvs_blob, on_board
 
 GENERIC = load_board("esp32-generic")
 
@@ -167,12 +168,18 @@ def test_factory_refuses_a_board_with_keys_unless_forced(make_vboard, tmp_path: 
     again = edgeveil(tmp_path, *args)
     assert again.returncode == 2 and "already provisioned as " + old in again.stderr
     assert [d["dev_id"] for d in _devices(db)] == [old]
+    # The board ran: its counter moved and it spent some of its ε budget.
+    on_board(vb, "f = open('/veil.eps', 'wb'); f.write(b'spent'); f.close()")
     forced = edgeveil(tmp_path, *args, "--force")
     assert forced.returncode == 0, forced.stderr
     new = json.loads(forced.stdout)["dev_id"]
     status = {d["dev_id"]: d["status"] for d in _devices(db)}
     assert status == {old: "wiped", new: "active"}
     assert nvs_blob(vb, "dev_id") == new
+    # New keys, so a new counter; the budget spent stays with the board.
+    fresh = bytes(8) + hashlib.sha256(bytes(8)).digest()[:8]
+    assert on_board(vb, "print(open('/veil.ctr', 'rb').read().hex())") == fresh.hex()
+    assert on_board(vb, "print(open('/veil.eps', 'rb').read())") == "b'spent'"
 
 
 def test_factory_on_a_busy_port_records_nothing(make_vboard, tmp_path: Path) -> None:

@@ -142,6 +142,15 @@ def test_registry_export_to_a_missing_directory_is_exit_2(
     assert err == f"edgeveil: cannot write {target}: No such file or directory\n"
 
 
+def test_a_full_disk_is_exit_2_not_a_bug(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    db = init_registry(tmp_path / "fleet.db")
+    # /dev/full: open() succeeds, write() fails with ENOSPC and no file name.
+    args = ["registry", "--registry", str(db), "export", "--format", "json", "-o", "/dev/full"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "No space left on device" in err
+
+
 def test_an_unreadable_input_is_named_as_such(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ from edgeveil.lfs import (
     open_vfs,
     read_file,
     read_tree,
+    read_vfs,
     vfs_partition,
 )
 from edgeveil.vm import run_code
@@ -215,3 +216,46 @@ def test_errors(tmp_path: Path) -> None:
         make_vfs_image({"../x": b""}, PART.size)
     with pytest.raises(ImageError, match="cannot open flash file"):
         read_tree(tmp_path / "missing.img", BOARD)
+
+
+def test_a_failed_block_read_is_raised_not_read_as_an_empty_filesystem() -> None:
+    size = 64 * 4096
+    files = {f"/d{i}/f{j}": bytes([i, j]) * 600 for i in range(3) for j in range(3)}
+    files.update({"/veil.ctr": b"c" * 16, "/veil.eps": b"e" * 40})
+    image = make_vfs_image(files, size)
+
+    class ReadFailed(Exception):
+        pass
+
+    def reader(failing: int, calls: list[int]):
+        def read(at: int, n: int) -> bytes:
+            calls.append(at)
+            if len(calls) == failing + 1:
+                raise ReadFailed(f"timeout reading {at:#x}")
+            return image[at : at + n]
+
+        return read
+
+    clean: list[int] = []
+    with read_vfs(reader(-1, clean), size, "vfs") as fs:
+        assert fs.files() == files
+    assert len(clean) >= 4
+    # littlefs-python swallows exceptions in its read callback: whichever read fails,
+    # the failure must come out, never a filesystem that looks blank or has fewer files.
+    for failing in range(len(clean)):
+        with pytest.raises(ReadFailed), read_vfs(reader(failing, []), size, "vfs") as fs:
+            fs.files()
+
+
+def test_read_vfs_reads_only_the_blocks_it_needs() -> None:
+    size = 512 * 4096
+    image = make_vfs_image({"/veil.ctr": b"c" * 16}, size)
+    blocks: set[int] = set()
+
+    def read(at: int, n: int) -> bytes:
+        blocks.add(at // 4096)
+        return image[at : at + n]
+
+    with read_vfs(read, size, "vfs") as fs:
+        assert fs.files() == {"/veil.ctr": b"c" * 16}
+    assert 0 < len(blocks) <= 8  # of 512
