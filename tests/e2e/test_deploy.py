@@ -209,7 +209,9 @@ def test_a_deploy_killed_half_way_leaves_the_previous_version_running(
         if done == 5:
             board.kill()
 
-    with pytest.raises(LinkError, match="lost the board"):
+    # The board's process dies with the cut, or (under load) its VM a moment before it,
+    # which the link then sees as a board that rebooted: either way the deploy stops.
+    with pytest.raises(LinkError, match="lost the board|the board reset during the deploy"):
         run(board, src, mpy_cache, progress=cut_power)
     assert calls[-1] == (5, N_FILES)
     board.restart()
