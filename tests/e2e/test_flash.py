@@ -253,6 +253,7 @@ def test_json_for_one_board_and_for_ports_auto(make_vboard, fw: Path, tmp_path: 
     assert all(x["result"]["bytes_written"] == one["bytes_written"] for x in many["boards"])
 
 
+@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_killed_mid_write_is_reported_and_a_reflash_recovers(
     make_vboard, fw: Path, tmp_path: Path
 ) -> None:
