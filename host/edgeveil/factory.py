@@ -144,7 +144,6 @@ def _write_out(
 class _Plan:
     """What a factory pass writes besides the device's own images: checked once per run."""
 
-    board: Board
     firmware: Path
     fw_regions: list[tuple[int, bytes]]
     nvs: Partition
@@ -160,7 +159,6 @@ def _plan(board: Board, firmware_path: Path | str, src: Path | None) -> _Plan:
     info = load_firmware(fw_path, board)  # wrong chip: refused before anything else
     files, code_hash = image_files(board, src)
     return _Plan(
-        board,
         fw_path,
         info.regions(board),
         find_partition(board.partitions, "nvs"),
