@@ -18,69 +18,92 @@ APP_STARTS = b"entry 0x40080400\r\n"  # the bootloader's last line before the ap
 FOREVER = "import time\nprint('main: running')\nwhile True:\n    time.sleep_ms(5)\n"
 
 
-def _until(port: serial.Serial, mark: bytes, timeout: float = 10.0) -> bytes:
-    buf = b""
-    end = time.monotonic() + timeout
-    while mark not in buf and time.monotonic() < end:
-        buf += port.read(port.in_waiting or 1)
-    assert mark in buf, "no %r within %g s; the board said: %r" % (mark, timeout, buf[-400:])
-    return buf
+class Console:
+    """The board's serial output as a test reads it: nothing read is ever dropped, so an
+    assertion sees all the board said (the bytes past a mark stay for the next wait)."""
 
+    def __init__(self, port: serial.Serial, vboard: VBoard) -> None:
+        self.port, self.vboard, self.pending = port, vboard, b""
 
-def _ctrl_c_then_raw(port: serial.Serial) -> bytes:
-    """What mpremote does to get a raw REPL: one Ctrl-C, drain, Ctrl-A, wait for it."""
-    port.write(b"\r\x03")
-    while port.in_waiting:
-        port.read(port.in_waiting)
-    port.write(b"\r\x01")
-    return _until(port, BANNER)
+    def until(self, mark: bytes, timeout: float = 10.0) -> bytes:
+        """Read up to and including `mark`; what follows it is kept for the next call."""
+        buf, self.pending = self.pending, b""
+        end = time.monotonic() + timeout
+        while mark not in buf and time.monotonic() < end:
+            buf += self.port.read(self.port.in_waiting or 1)
+        assert mark in buf, "no %r within %g s; the board said: %r%s" % (
+            mark, timeout, buf[-400:], self.log_tail())  # fmt: skip
+        cut = buf.index(mark) + len(mark)
+        self.pending = buf[cut:]
+        return buf[:cut]
 
+    def drain(self) -> bytes:
+        """What has arrived so far (mpremote throws it away; a test keeps it)."""
+        buf, self.pending = self.pending, b""
+        while self.port.in_waiting:
+            buf += self.port.read(self.port.in_waiting)
+        return buf
 
-def _put(port: serial.Serial, name: str, text: str) -> None:
-    """Write a file on the board from its raw REPL (the port is at the raw prompt)."""
-    port.write(b"open(%r, 'w').write(%r)\x04" % (name.encode(), text.encode()))
-    _until(port, b"\x04>")
+    def ctrl_c_then_raw(self) -> bytes:
+        """What mpremote does to get a raw REPL: one Ctrl-C, drain, Ctrl-A, wait for it."""
+        self.port.write(b"\r\x03")
+        seen = self.drain()
+        self.port.write(b"\r\x01")
+        return seen + self.until(BANNER)
 
+    def put(self, name: str, text: str) -> None:
+        """Write a file on the board from its raw REPL (the port is at the raw prompt). The
+        file is closed: a hard reset finalises nothing on a board, so an unclosed file's
+        data would be lost there."""
+        code = "with open(%r, 'w') as f:\n f.write(%r)\n" % (name, text)
+        self.port.write(code.encode() + b"\x04")
+        answer = self.until(b"\x04>")
+        assert answer.endswith(b"OK\x04\x04>"), "writing %s: %r%s" % (
+            name, answer, self.log_tail())  # fmt: skip
 
-def _hard_reset(port: serial.Serial) -> None:
-    """machine.reset() from the raw REPL; returns as the bootloader hands over to the app."""
-    port.write(b"import machine; machine.reset()\x04")
-    _until(port, APP_STARTS)
+    def hard_reset(self) -> None:
+        """machine.reset() from the raw REPL; returns as the bootloader hands over to the app."""
+        self.port.write(b"import machine; machine.reset()\x04")
+        self.until(APP_STARTS)
+
+    def log_tail(self) -> str:
+        return "\nboard log:\n" + "".join(self.vboard.log.read_text().splitlines(True)[-30:])
 
 
 def test_a_ctrl_c_that_cuts_boot_py_short_skips_main_py(vboard: VBoard) -> None:
     with serial.Serial(vboard.port, 115200, timeout=0.05) as port:
-        _ctrl_c_then_raw(port)
-        _put(port, "main.py", FOREVER)
+        con = Console(port, vboard)
+        con.ctrl_c_then_raw()
+        con.put("main.py", FOREVER)
         boot = "import time\nprint('boot: start')\ntime.sleep_ms(3000)\nprint('boot: done')\n"
-        _put(port, "boot.py", boot)
+        con.put("boot.py", boot)
         # Once as the app starts (the board holds the Ctrl-C until boot.py runs), once
         # while boot.py is seen running: both times boot.py is interrupted, main.py skipped.
         for wait_for in (APP_STARTS, b"boot: start"):
-            _hard_reset(port)
-            seen = _until(port, wait_for) if wait_for != APP_STARTS else b""
-            seen += _ctrl_c_then_raw(port)
+            con.hard_reset()
+            seen = con.until(wait_for) if wait_for != APP_STARTS else b""
+            seen += con.ctrl_c_then_raw()
             # Held until boot.py starts, the Ctrl-C may land before its first line, or
             # where the unix VM dies of it (the board then restarts it to the REPL,
             # skipping main.py): either way boot.py does not finish and main.py never runs.
-            assert b"boot: done" not in seen and b"main: running" not in seen, seen
+            assert b"boot: done" not in seen and b"main: running" not in seen, (
+                repr(seen) + con.log_tail()
+            )
             if wait_for != APP_STARTS:  # seen running: the Ctrl-C interrupts boot.py
-                assert b"KeyboardInterrupt" in seen, seen
+                assert b"KeyboardInterrupt" in seen, repr(seen) + con.log_tail()
 
 
 def test_one_ctrl_c_gets_a_repl_at_any_moment_of_boot(vboard: VBoard) -> None:
     with serial.Serial(vboard.port, 115200, timeout=0.05) as port:
-        _ctrl_c_then_raw(port)
-        _put(port, "main.py", FOREVER)
-        _put(port, "boot.py", "import time\ntime.sleep_ms(150)\n")
+        con = Console(port, vboard)
+        con.ctrl_c_then_raw()
+        con.put("main.py", FOREVER)
+        con.put("boot.py", "import time\ntime.sleep_ms(150)\n")
         # 0 .. 0.6 s after the app starts: the VM starting, boot.py, main.py's loop.
         hit_main = False
         for step in range(13):
-            _hard_reset(port)
-            seen = b""
-            end = time.monotonic() + step * 0.05
-            while time.monotonic() < end:
-                seen += port.read(port.in_waiting or 1)
-            seen += _ctrl_c_then_raw(port)
+            con.hard_reset()
+            time.sleep(step * 0.05)
+            seen = con.ctrl_c_then_raw()
             hit_main = hit_main or b"main: running" in seen
     assert hit_main  # the later moments did catch main.py running
