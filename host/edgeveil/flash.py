@@ -20,8 +20,9 @@ The order makes a refusal leave the board as it was:
    0xFF gaps of a combined file are not written, so a reflash keeps the NVS partition (the
    device's keys) and the filesystem unless `erase=True`. Each region is MD5-verified by
    the chip (SPI_FLASH_MD5) against the file, then the chip is hard-reset. A board lost
-   mid-write fails at once: esptool's reconnect-by-name is turned off, as on a jig the
-   name may meanwhile belong to another board.
+   mid-write fails at once and its port is never opened again by name (esptool would
+   retry a write or a reset that way): on a jig the name may meanwhile belong to another
+   board.
 
 `open_chip(port, board)` is the same esptool session for other work on a board's flash:
 it connects, checks the chip and yields a `Chip` that writes (`write`, MD5-verified) and
@@ -39,6 +40,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import select
 import struct
 import termios
 import threading
@@ -285,14 +287,17 @@ def open_chip(port: str, board: Board, progress: ProgressCallback | None = None)
             yield chip
             done = True
         finally:
+            ser = chip._esp._port
+            lost = _hung_up(ser)
             try:
-                with _esptool_errors(port, "the work is done but the chip did not reset "
-                                     "(power-cycle the board)", session):  # fmt: skip
-                    _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
+                if not lost:
+                    with _esptool_errors(port, "the work is done but the chip did not reset "
+                                         "(power-cycle the board)", session):  # fmt: skip
+                        _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
             finally:
-                lines = _has_modem_lines(chip._esp._port)
-                chip._esp._port.close()
-                if not lines:
+                lines = not lost and _has_modem_lines(ser)
+                ser.close()
+                if not lines and not lost:
                     # No DTR/RTS (a pty): a board there resets when the port closes, so
                     # keep it closed as long as esptool's RTS reset pulse lasts, lest a
                     # client that reopens at once find the chip still in its loader.
@@ -319,6 +324,7 @@ def _connect(port: str, session: _Session) -> Any:
     try:
         ser = serial.serial_for_url(port, exclusive=True, do_not_open=True)
         ser.open()
+        _never_reopen(ser)
     except (serial.SerialException, OSError, ValueError, termios.error) as exc:
         text = str(exc)
         if "exclusively lock" in text or getattr(exc, "errno", None) == errno.EAGAIN:
@@ -422,6 +428,36 @@ def _reset(esp: Any, quiet: bool = False) -> None:
     except Exception:  # noqa: BLE001 - best effort on the way out of a failure
         if not quiet:
             raise
+
+
+def _never_reopen(ser: Any) -> None:
+    """Make a second `open()` of this port fail. esptool reopens a port by its name when a
+    reset fails (three tries) or a write is lost: on a jig the name may by then belong to
+    another board (a USB port re-enumerated, a pty number reused), which would be opened,
+    reset and talked to. A board lost is reported instead; the user runs the work again."""
+    import serial
+
+    def refuse() -> None:
+        raise serial.SerialException(
+            errno.ENODEV, f"{ser.port}: the board was lost; its port is not opened again"
+        )
+
+    ser.open = refuse
+
+
+def _hung_up(ser: Any) -> bool:
+    """Whether the port's device is gone (unplugged, or a virtual board's pty closed)."""
+    if not ser.is_open:
+        return True
+    try:
+        fd = ser.fileno()
+    except (AttributeError, ValueError, TypeError, OSError):  # rfc2217:// has no fd
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(
+        ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in poller.poll(0)
+    )
 
 
 def _has_modem_lines(port: Any) -> bool:

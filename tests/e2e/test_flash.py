@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -253,20 +254,11 @@ def test_json_for_one_board_and_for_ports_auto(make_vboard, fw: Path, tmp_path: 
     assert all(x["result"]["bytes_written"] == one["bytes_written"] for x in many["boards"])
 
 
-@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_killed_mid_write_is_reported_and_a_reflash_recovers(
     make_vboard, fw: Path, tmp_path: Path
 ) -> None:
     vb = make_vboard()
-    t = target("esp32")
-    big = build_image(  # 1.5 MB that does not compress: about a second to write
-        "esp32",
-        [(t.drom[0] + 0x20, os.urandom(1_500_000)), (t.app_iram, t.idle_code)],
-        entry=t.app_iram,
-        app_desc=firmware.app_desc(),
-    )
-    app = tmp_path / "big-app.bin"
-    app.write_bytes(big)
+    app = _big_app(tmp_path)
 
     def pull_the_plug(done: int, total: int) -> None:
         if done > total // 3:
@@ -284,6 +276,51 @@ def test_killed_mid_write_is_reported_and_a_reflash_recovers(
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     booted(vb)
     assert exec_on(vb, "print('recovered')") == "recovered"
+
+
+def test_a_port_lost_mid_write_is_never_opened_again_by_its_name(
+    make_vboard, tmp_path: Path
+) -> None:
+    """esptool retries a failed reset by reopening the port by name; on a jig that name
+    may by then be another board's (a USB port re-enumerated, a pty number reused), which
+    would be reset or talked to. Here the name moves to a terminal the test holds as soon
+    as the board is gone: nothing may open it, write to it or change its settings."""
+    vb = make_vboard()
+    app = _big_app(tmp_path)
+    name = tmp_path / "ttyJIG0"
+    name.symlink_to(vb.port)
+    other, other_tty = os.openpty()
+    os.set_blocking(other, False)
+    settings = termios.tcgetattr(other_tty)
+
+    def pull_the_plug(done: int, total: int) -> None:
+        if done > total // 3 and name.resolve() == Path(vb.port):
+            vb.kill()
+            name.unlink()
+            name.symlink_to(os.ttyname(other_tty))  # another board now answers there
+
+    with pytest.raises(FlashError, match=f"^{name}: writing failed"):
+        write_firmware(str(name), BOARD, app, progress=pull_the_plug)
+    assert name.resolve() == Path(os.ttyname(other_tty))  # the plug was pulled mid-write
+    with pytest.raises(BlockingIOError):
+        os.read(other, 1024)  # not a byte sent to the other board
+    assert termios.tcgetattr(other_tty) == settings  # and never opened (pyserial sets raw)
+    os.close(other)
+    os.close(other_tty)
+
+
+def _big_app(tmp_path: Path) -> Path:
+    """1.5 MB of app that does not compress: about a second to write."""
+    t = target("esp32")
+    big = build_image(
+        "esp32",
+        [(t.drom[0] + 0x20, os.urandom(1_500_000)), (t.app_iram, t.idle_code)],
+        entry=t.app_iram,
+        app_desc=firmware.app_desc(),
+    )
+    app = tmp_path / "big-app.bin"
+    app.write_bytes(big)
+    return app
 
 
 def test_firmware_with_another_partition_layout_is_refused(tmp_path: Path) -> None:
