@@ -9,7 +9,6 @@ def test_y(make_vboard):            # several, or with options
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,25 +20,6 @@ from edgeveil.vboard.board import BoardSpec
 from vbtest import VBoard
 
 _names = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def _board_kills_alone(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    """A test marked `kills_boards` runs while no other e2e test runs on another worker.
-
-    With the boards of two xdist workers side by side, a board SIGKILLed mid-esptool-write
-    by one test (test_flash's killed write, then its restart and reflash) has made the VM
-    of a board under another test soft-reset (reproduced already at 80fcc31 with that test
-    and test_deploy's tests under `-n 2`; the cause is not found yet). Until it is, tests
-    that kill boards take this lock exclusively and every other e2e test shares it.
-    """
-    lock = tmp_path_factory.getbasetemp().parent / "edgeveil-board-kills.lock"
-    alone = request.node.get_closest_marker("kills_boards") is not None
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        yield
 
 
 @pytest.fixture

@@ -85,7 +85,6 @@ def test_capture_from_a_virtual_board(
     assert b"rst:" not in stream and b"ets " not in stream
 
 
-@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_capture_of_a_port_that_goes_away_keeps_what_it_had(
     make_vboard: Callable[..., VBoard], tmp_path: Path
 ) -> None:

@@ -195,7 +195,6 @@ def test_every_file_is_verified_after_writing(board: VBoard, src: Path, mpy_cach
     assert r.switched and running(board) == ("b", "v2")
 
 
-@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_a_deploy_killed_half_way_leaves_the_previous_version_running(
     board: VBoard, src: Path, mpy_cache: Path
 ) -> None:

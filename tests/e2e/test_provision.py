@@ -136,7 +136,6 @@ def test_resume_completes_a_partial_write(make_vboard, tmp_path: Path) -> None:
     assert held["dev_id"] == secrets.dev_id and held["policy_key"] == secrets.policy_key
 
 
-@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_board_lost_mid_write_leaves_a_pending_entry_that_resume_settles(
     make_vboard, tmp_path: Path
 ) -> None:

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import serial
 from edgeveil.boards import load_board
 from vbtest import VBoard, tool
@@ -156,7 +155,6 @@ def test_four_boards_at_once(make_vboard) -> None:
     assert {results[b.port] for b in boards} == {b.spec.mac.hex() for b in boards}
 
 
-@pytest.mark.kills_boards  # tests/e2e/conftest.py _board_kills_alone
 def test_sigkill_mid_write_leaves_littlefs_and_nvs_consistent(make_vboard) -> None:
     vb = make_vboard()
     mpremote(vb, "exec", "import esp32; n = esp32.NVS('app'); n.set_i32('keep', 1234); n.commit()")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from edgeveil.vboard import runner
@@ -35,8 +36,28 @@ class VBoard:
         self.port, self.rfc2217 = self.info.port, self.info.rfc2217
 
     def kill(self) -> None:
-        """SIGKILL the board process and its VM: a power cut."""
-        os.killpg(os.getpgid(self.info.pid), signal.SIGKILL)
+        """SIGKILL the board process and its VM: a power cut.
+
+        The board process dies first: killed together, the VM may die a moment earlier and
+        the board process, still running, report that as a crash and reboot; a board whose
+        power is cut says nothing more."""
+        group = os.getpgid(self.info.pid)
+        os.kill(self.info.pid, signal.SIGKILL)
+        while _running(self.info.pid):
+            time.sleep(0.001)
+        try:
+            os.killpg(group, signal.SIGKILL)  # the VM, and anything else the board started
+        except ProcessLookupError:
+            pass  # they died with the board
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is alive and not yet a zombie."""
+    try:
+        stat = Path("/proc/%d/stat" % pid).read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def tool(
