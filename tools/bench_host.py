@@ -48,9 +48,7 @@ def start_board(work: Path, name: str) -> runner.BoardInfo:
     board = load_board(BOARD)
     flash = work / f"{name}.img"
     runner.prepare_flash(flash, board, True)
-    spec = BoardSpec(
-        board=board, flash=flash, replay=None, speed=1, mac=bytes(6), rfc2217_port=None
-    )
+    spec = BoardSpec(board=board, flash=flash, replay=None, speed=1, rfc2217_port=None)
     return runner.spawn(spec, name, work / "state", log_path=work / f"{name}.log")
 
 

@@ -68,7 +68,12 @@ def vboard() -> None:
     help="replay speed factor; 0 = as fast as the VM can go",
 )
 @click.option("--name", default="vboard0", show_default=True, help="name for status/stop")
-@click.option("--mac", default="240ac4000001", show_default=True, help="base MAC, 12 hex digits")
+@click.option(
+    "--mac",
+    default="",
+    help="base MAC, 12 hex digits  [default: 24:0a:c4 and a hash of the flash file's path, "
+    "so each board file is its own chip]",
+)
 @click.option("--rfc2217-port", default=0, show_default=True, help="TCP port; 0 picks a free one")
 @click.option("--no-rfc2217", is_flag=True, help="serve only the pseudo-terminal")
 @click.option("--detach", is_flag=True, help="run in the background and return")
@@ -102,8 +107,8 @@ def vboard_start(
     try:
         mac_bytes = bytes.fromhex(mac)
     except ValueError:
-        mac_bytes = b""
-    if len(mac_bytes) != 6:
+        mac_bytes = b"?"
+    if mac and len(mac_bytes) != 6:
         raise click.BadParameter("need 12 hex digits, got %r" % mac, param_hint="--mac")
     spec = BoardSpec(
         board=load_board(board),

@@ -59,6 +59,32 @@ def test_start_status_stop(tmp_path: Path) -> None:
     assert gone.returncode == 2 and "no virtual board named 'cli1'" in gone.stderr
 
 
+def test_each_board_file_is_a_chip_of_its_own(tmp_path: Path) -> None:
+    """Without --mac, boards on different flash files have different MACs (provision's
+    resume and the registry tell chips apart by MAC), and a board keeps its MAC when it is
+    started again; --mac still sets one."""
+
+    def start(flash: str, name: str, *extra: str) -> str:
+        res = ev(tmp_path, "start", "--flash", flash, "--firmware", "--detach", "--json",
+                 "--no-rfc2217", "--name", name, *extra)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)["port"]
+
+    def mac(port: str) -> str:
+        code = "import machine\nprint(machine.unique_id().hex())"
+        return tool("mpremote", "connect", port, "exec", code).stdout.strip()
+
+    try:
+        one, two = mac(start("one.img", "one")), mac(start("two.img", "two"))
+        assert one != two and one[:6] == two[:6] == "240ac4"  # Espressif's OUI
+        ev(tmp_path, "stop", "one")
+        assert mac(start("one.img", "one")) == one
+        assert mac(start("three.img", "three", "--mac", "240ac4000042")) == "240ac4000042"
+    finally:
+        for name in ("one", "two", "three"):
+            ev(tmp_path, "stop", name)
+
+
 def test_bad_input_is_named(tmp_path: Path) -> None:
     res = ev(tmp_path, "start", "--flash", "b.img", "--mac", "12:34", "--detach")
     assert res.returncode == 2 and "--mac" in res.stderr

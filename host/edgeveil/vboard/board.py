@@ -22,6 +22,7 @@ the ROM loader, and the port closing after a loader session means "reset and run
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import os
@@ -80,7 +81,8 @@ class BoardSpec:
     Attributes:
         board: the board data (flash size, partitions, heap).
         flash: the flash image file; created blank (0xFF) if missing.
-        mac: the chip's base MAC (6 bytes), what `machine.unique_id()` returns.
+        mac: the chip's base MAC (6 bytes), what `machine.unique_id()` returns; empty:
+            `default_mac(flash)`, so boards on different flash files differ, as chips do.
         replay: a raw-event replay (docs/vboard-replay.md) fed to the emulated peripherals.
         speed: replay speed factor; 0 replays as fast as the VM can take it.
         rfc2217_port: TCP port for RFC 2217 (0 picks a free one; None: no RFC 2217).
@@ -89,11 +91,24 @@ class BoardSpec:
 
     board: Board
     flash: Path
-    mac: bytes = bytes.fromhex("240ac4000001")
+    mac: bytes = b""
     replay: Path | None = None
     speed: int = 1
     rfc2217_port: int | None = 0
     heap_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.mac:
+            self.mac = default_mac(self.flash)
+
+
+def default_mac(flash: Path) -> bytes:
+    """A virtual chip's MAC when none is given: Espressif's OUI 24:0a:c4 and three bytes
+    of a hash of the flash file's absolute path. Stable across restarts of the same board,
+    different between boards, so tools that tell chips apart by MAC (provision's resume,
+    the registry) see each virtual board as its own chip."""
+    digest = hashlib.sha256(str(Path(flash).resolve()).encode()).digest()
+    return bytes.fromhex("240ac4") + digest[:3]
 
 
 class VirtualBoard:

@@ -232,7 +232,7 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--board", required=True)
     ap.add_argument("--flash", required=True, type=Path)
-    ap.add_argument("--mac", default="240ac4000001")
+    ap.add_argument("--mac", default="")
     ap.add_argument("--replay", type=Path)
     ap.add_argument("--speed", type=int, default=1)
     ap.add_argument("--rfc2217-port", type=int)
