@@ -73,6 +73,7 @@ from .provision import (
     counter_record,
     is_pending,
     read_counter_record,
+    wiped_note,
 )
 
 Say = Callable[[str], None]
@@ -242,7 +243,7 @@ def provision_factory(
         )
         say("recorded %s as pending" % dev_id)
         try:
-            _write_and_activate(chip, plan, registry, secrets.dev_id, regions, values)
+            wiped = _write_and_activate(chip, plan, registry, secrets.dev_id, regions, values)
         except EdgeveilError as exc:
             exc.args = (
                 "%s (device %s stays pending in the registry; `edgeveil provision "
@@ -250,7 +251,8 @@ def provision_factory(
                 % (exc, dev_id, plan.firmware, port),
             )
             raise
-        say("written, verified, confirmed and active: %d regions" % len(regions))
+        done = "written, verified, confirmed and active: %d regions" % len(regions)
+        say(done + wiped_note(wiped))
         if held is not None:
             _mark_wiped(registry, held)  # the board no longer holds the old keys
     if out_dir is not None:
@@ -288,15 +290,16 @@ def _write_and_activate(
     dev_id: bytes,
     regions: list[tuple[int, bytes]],
     values: dict[str, bytes],
-) -> None:
-    """The pass, the NVS read back and compared, then the entry made active."""
+) -> list[str]:
+    """The pass, the NVS read back and compared, then the entry made active; returns the
+    chip's earlier devices this marked wiped (`Registry.activate`)."""
     chip.write(regions)
     got = _parse_nvs(chip.read(plan.nvs.offset, plan.nvs.size), strict=True)
     wrong = sorted(k for k, v in values.items() if got.get(k) != v)
     if wrong:
         raise ProvisionError(f"{chip.port}: NVS read-back mismatch for {', '.join(wrong)}")
     registry.set_code_hash(dev_id, plan.code_hash)
-    registry.activate(dev_id)
+    return registry.activate(dev_id)
 
 
 def resume_factory(
@@ -313,7 +316,8 @@ def resume_factory(
     module docstring.
 
     Returns:
-        {dev_id hex: "completed" | "rolled back"}; empty if no pending entry has this
+        {dev_id hex: "completed" | "rolled back" | "wiped"} ("wiped": the board's earlier
+        device whose keys the completed entry replaced); empty if no pending entry has this
         board's MAC.
 
     Raises:
@@ -349,9 +353,10 @@ def resume_factory(
         for rec, regions, values, carried in plans:
             if carried > 0:  # a floor for the counter, should this pass be cut too
                 registry.update_counter(rec.dev_id, carried - 1)
-            _write_and_activate(chip, plan, registry, rec.dev_id, regions, values)
+            wiped = _write_and_activate(chip, plan, registry, rec.dev_id, regions, values)
             done[rec.dev_id.hex()] = "completed"
-            say("%s: written again, confirmed and active" % rec.dev_id.hex())
+            done.update(dict.fromkeys(wiped, "wiped"))
+            say("%s: written again, confirmed and active" % rec.dev_id.hex() + wiped_note(wiped))
     return done
 
 

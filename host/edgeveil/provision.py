@@ -292,8 +292,8 @@ def provision(
     counter = ensure_counter(link)
     say("message counter record %s" % counter)
     code_hash = _record_code(link, registry, secrets.dev_id)
-    registry.activate(secrets.dev_id)
-    say("confirmed and active")
+    wiped = registry.activate(secrets.dev_id)
+    say("confirmed and active" + wiped_note(wiped))
     if held is not None and held != secrets.dev_id:
         try:
             registry.mark_wiped(held)  # the board no longer holds the old keys
@@ -354,6 +354,11 @@ def resume(
     return "completed"
 
 
+def wiped_note(wiped: list[str]) -> str:
+    """How a progress line names the devices whose keys a run replaced on the chip."""
+    return "; the chip's earlier device %s is now wiped" % ", ".join(wiped) if wiped else ""
+
+
 def _record_code(link: LinkLike, registry: Any, dev_id: bytes) -> str | None:
     """Record in the registry the code hash of what the board boots, if it has code."""
     from .deploy import deployed_code_hash
@@ -379,11 +384,18 @@ def resume_board(
     without a MAC (an older edgeveil did not record one) are matched by port.
 
     Returns:
-        {dev_id hex: "completed" | "rolled back"}; empty when nothing is pending here.
+        {dev_id hex: "completed" | "rolled back" | "wiped"}: "wiped" for the board's
+        earlier devices whose keys a completed entry replaced (`Registry.activate`);
+        empty when nothing is pending here.
     """
     mac = read_mac(link)
-    mine = [r for r in registry.find_mac(mac) if r.status == "pending"]
+    on_chip = registry.find_mac(mac)
+    mine = [r for r in on_chip if r.status == "pending"]
     mine += [r for r in registry.pending() if r.mac_hash is None and r.port == port]
-    return {
+    done = {
         rec.dev_id.hex(): resume(link, registry, rec.dev_id, policy_blob_of, port) for rec in mine
     }
+    for rec in on_chip:
+        if rec.status in ("active", "revoked") and registry.get(rec.dev_id).status == "wiped":
+            done[rec.dev_id.hex()] = "wiped"
+    return done

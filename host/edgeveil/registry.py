@@ -187,13 +187,35 @@ class Registry(Closing):
             self._put(conn, row, insert=True)
             store_devices_tag(conn, keys, [*ids, did.hex()])
 
-    def activate(self, dev_id: bytes | str) -> None:
+    def activate(self, dev_id: bytes | str) -> list[str]:
         """pending -> active, once the device has confirmed its keys.
+
+        A chip holds one device's keys, so every other active or revoked device recorded
+        with the same MAC is marked `wiped` in the same transaction: its keys were replaced
+        on that chip (`--force`, a run completed by `--resume`, an erase and a new
+        provision), even when the run that replaced them was cut off before saying so.
+
+        Returns:
+            The device ids (hex) marked wiped.
 
         Raises:
             RegistryError: no master key, unknown device, or it is not pending.
         """
-        self._transition(dev_id, ("pending",), "active")
+        did = dev_id_bytes(dev_id)
+        with self._write() as conn:
+            row = self._fetch_in(conn, did, ("pending",), "make active")
+            t = now()
+            self._put(conn, {**row, "status": "active", "updated_at": t})
+            if row["mac_hash"] is None:
+                return []
+            raws = conn.execute(
+                SELECT_ROW + " WHERE mac_hash = ? AND dev_id != ? AND status IN (?, ?)",
+                (row["mac_hash"], did.hex(), "active", "revoked"),
+            ).fetchall()
+            wiped = [self._checked(r) for r in raws]
+            for old in wiped:
+                self._put(conn, {**old, "status": "wiped", "updated_at": t})
+        return sorted(r["dev_id"] for r in wiped)
 
     def revoke(self, dev_id: bytes | str) -> None:
         """pending or active -> revoked (its messages are no longer accepted); idempotent.

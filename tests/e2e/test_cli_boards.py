@@ -37,9 +37,9 @@ def _add(db: Path, mac: bytes, status: str) -> str:
     s = DeviceSecrets.generate()
     with Registry.open(db) as reg:
         reg.add_pending(s.dev_id, "esp32-generic", s, "ab" * 32, "/dev/pts/9", mac=mac)
-        if status in ("active", "revoked"):
-            reg.activate(s.dev_id)
-        if status == "revoked":
+        if status == "active":
+            reg.activate(s.dev_id)  # (which wipes the chip's other devices)
+        if status == "revoked":  # straight from pending: the chip's device stays active
             reg.revoke(s.dev_id)
     return s.dev_id.hex()
 

@@ -151,6 +151,34 @@ def _written_but_pending(vb: VBoard, fw: Path, db: Path) -> bytes:
     return pending.dev_id
 
 
+def test_a_forced_run_cut_off_is_completed_and_the_old_device_wiped(
+    make_vboard, fw: Path, tmp_path: Path
+) -> None:
+    """`--factory --force` replaces a board's keys; cut off before it could mark the old
+    device wiped, the resume that completes it does so: the chip holds one device."""
+    vb = make_vboard(firmware=False)
+    db = init_registry(tmp_path / "reg.db")
+    with Registry.open(db) as reg:
+        old = provision_factory(vb.port, BOARD, reg, default_policy(), fw).dev_id
+    with Registry.open(db) as reg, pytest.raises(KeyboardInterrupt):
+        provision_factory(
+            vb.port, BOARD, _DiesBeforeActivating(reg), default_policy(), fw, force=True
+        )
+    with Registry.open(db) as reg:
+        (new,) = reg.pending()
+        assert reg.get(old).status == "active"  # the cut run never said otherwise
+    res = edgeveil(
+        tmp_path, "provision", "--factory", "--firmware", str(fw), "--port", vb.port,
+        "--resume", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["resumed"] == {new.dev_id.hex(): "completed", old: "wiped"}
+    with Registry.open(db) as reg:
+        assert reg.get(new.dev_id).status == "active"
+        assert reg.get(old).status == "wiped"
+    assert nvs_blob(vb, "dev_id") == new.dev_id.hex()
+
+
 @pytest.fixture
 def pending(make_vboard, fw: Path, tmp_path: Path) -> tuple[VBoard, Path, bytes]:
     """A blank board the factory wrote completely, its entry left pending."""

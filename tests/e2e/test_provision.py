@@ -180,6 +180,24 @@ def test_resume_settles_only_the_board_that_was_provisioned_whatever_its_port(
         assert reg.get(pending.dev_id).status == "active"
 
 
+def test_a_forced_desk_run_cut_off_is_completed_and_the_old_device_wiped(
+    make_vboard, tmp_path: Path
+) -> None:
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    with Registry.open(db) as reg:
+        with open_link(vb.port) as link:
+            old = provision(link, BOARD, reg, default_policy(), vb.port).dev_id
+        with open_link(vb.port) as link, pytest.raises(KeyboardInterrupt):
+            provision(_Cut(link, after=_die), BOARD, reg, default_policy(), vb.port, force=True)
+        (pending,) = reg.pending()
+        assert reg.get(old).status == "active"  # the cut run never said otherwise
+        with open_link(vb.port) as link:
+            done = resume_board(link, reg, _blob, vb.port)
+        assert done == {pending.dev_id.hex(): "completed", old: "wiped"}
+        assert reg.get(old).status == "wiped" and reg.get(pending.dev_id).status == "active"
+
+
 def test_write_device_then_confirm_detects_a_changed_value(make_vboard) -> None:
     vb = make_vboard()
     secrets = DeviceSecrets.generate()

@@ -9,6 +9,7 @@ counter only rises; a COSE_Key export opens, in pycose, a message the device cod
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -48,11 +49,15 @@ POLICY_HASH = "ab" * 32
 pytestmark = pytest.mark.usefixtures("clean_env")  # and `db`: tests/host/conftest.py
 
 
+_macs = itertools.count(1)
+
+
 def _add(reg: Registry, n: int, activate: bool = True) -> list[DeviceSecrets]:
     out = []
     for i in range(n):
         s = DeviceSecrets.generate()
-        reg.add_pending(s.dev_id, "esp32-generic", s, POLICY_HASH, f"/dev/pts/{i}", mac=MAC)
+        mac = MAC[:3] + next(_macs).to_bytes(3, "big")  # a chip each: see test_activate_*
+        reg.add_pending(s.dev_id, "esp32-generic", s, POLICY_HASH, f"/dev/pts/{i}", mac=mac)
         if activate:
             reg.activate(s.dev_id)
         out.append(s)
@@ -323,6 +328,39 @@ def test_revoke(db: Path) -> None:
         assert [k[2] for k in keys] == [b.dev_id]  # revoked keys are not exported
         with pytest.raises(RegistryError, match="is revoked; only active keys export"):
             export_cose_keys(reg, [a.dev_id], include_secrets=True)
+
+
+def test_activate_wipes_the_chips_earlier_devices_only(db: Path) -> None:
+    """A chip holds one device's keys: a device made active on it retires the others
+    recorded with its MAC (active or revoked become wiped), and nothing else."""
+    other_chip = bytes.fromhex("240ac4aaaaaa")
+    made: dict[str, bytes] = {}
+    with Registry.open(db) as reg:
+
+        def add(name: str, mac: bytes | None) -> bytes:
+            s = DeviceSecrets.generate()
+            reg.add_pending(s.dev_id, "esp32-generic", s, POLICY_HASH, "/dev/ttyUSB0", mac=mac)
+            made[name] = s.dev_id
+            return s.dev_id
+
+        assert reg.activate(add("first", MAC)) == []  # nothing earlier on that chip
+        reg.revoke(add("revoked", MAC))  # (pending -> revoked: never active)
+        add("pending", MAC)
+        assert reg.activate(add("elsewhere", other_chip)) == []
+        assert reg.activate(add("no mac", None)) == []  # an entry from before MACs
+        wiped = reg.activate(add("new", MAC))
+        assert wiped == sorted([made["first"].hex(), made["revoked"].hex()])
+        status = {name: reg.get(did).status for name, did in made.items()}
+    assert status == {
+        "first": "wiped",
+        "revoked": "wiped",
+        "pending": "pending",  # settled by --resume, never by another device
+        "elsewhere": "active",
+        "no mac": "active",
+        "new": "active",
+    }
+    with Registry.open(db) as reg:  # the transaction left every row's tag right
+        assert len(reg.list()) == 6
 
 
 # --- many writers -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ and a schema-2 one made to look like schema 1 is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -37,11 +38,16 @@ OTHER_MAC = bytes.fromhex("240ac4abcdef")
 pytestmark = pytest.mark.usefixtures("clean_env")  # and `db`: tests/host/conftest.py
 
 
+_macs = itertools.count(1)
+MACS: dict[bytes, bytes] = {}  # dev_id -> the MAC _add gave it
+
+
 def _add(reg: Registry, n: int) -> list[DeviceSecrets]:
     out = []
     for i in range(n):
         s = DeviceSecrets.generate()
-        reg.add_pending(s.dev_id, "esp32-generic", s, "ab" * 32, f"/dev/pts/{i}", mac=MAC)
+        mac = MACS[s.dev_id] = MAC[:3] + next(_macs).to_bytes(3, "big")  # a chip each
+        reg.add_pending(s.dev_id, "esp32-generic", s, "ab" * 32, f"/dev/pts/{i}", mac=mac)
         reg.activate(s.dev_id)
         out.append(s)
     return out
@@ -132,7 +138,7 @@ def test_tampered_row_is_refused_by_name(db: Path, how: str) -> None:
         with pytest.raises(RegistryError, match=altered):  # the first one listed
             reg.list()
         with pytest.raises(RegistryError, match=altered):
-            reg.find_mac(OTHER_MAC if how == "mac-hash" else MAC)
+            reg.find_mac(OTHER_MAC if how == "mac-hash" else MACS[victim.dev_id])
         for export in (export_json, export_cose_keys):
             with pytest.raises(RegistryError, match=altered):
                 export(reg, [v], include_secrets=True)
