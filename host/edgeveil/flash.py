@@ -29,9 +29,10 @@ it connects, checks the chip and yields a `Chip` that writes (`write`, MD5-verif
 reads (`read`) regions, and resets the chip on the way out. `edgeveil.factory` uses it to
 write a device's whole flash in one pass and to read its NVS back through the ROM loader.
 
-esptool's own console output is captured per thread (its log is process-wide), so boards
-flashed in parallel by `edgeveil.fleet.run_many` keep their progress and messages apart;
-`FlashError` carries the last lines esptool printed when something fails.
+esptool's own console output is captured per thread (`edgeveil.esptool_log`; its log is
+process-wide), so boards flashed in parallel by `edgeveil.fleet.run_many` keep their
+progress and messages apart; `FlashError` carries the last lines esptool printed when
+something fails.
 """
 
 from __future__ import annotations
@@ -43,27 +44,30 @@ import os
 import select
 import struct
 import termios
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from esp_pylib.logger import EspLog, EspLogBase
 
 from .boards import Board
 from .errors import FlashError, ImageError
 from .esp_image import FirmwareInfo, check_firmware
+from .esptool_log import ProgressCallback, Session, esptool_log
 from .partitions import boot_app_partition
-
-ProgressCallback = Callable[[int, int], None]
-"""`progress(bytes_done, bytes_total)`, called from the flashing thread."""
 
 _CONNECT_ATTEMPTS = 7  # esptool's default
 _LINELESS_RESET_S = 0.1  # esptool's hard reset holds RTS (EN low) this long
-_LOG_TAIL = 6  # esptool lines quoted in a FlashError
+
+__all__ = [
+    "Chip",
+    "FlashReport",
+    "ProgressCallback",
+    "load_firmware",
+    "open_chip",
+    "write_firmware",
+]
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class Chip:
         mac: its MAC address, "24:0a:c4:00:00:01".
     """
 
-    def __init__(self, port: str, board: Board, esp: Any, session: _Session) -> None:
+    def __init__(self, port: str, board: Board, esp: Any, session: Session) -> None:
         self.port, self.board = port, board
         self._esp, self._session = esp, session
         self.description, self.mac = "", ""
@@ -278,7 +282,7 @@ def open_chip(port: str, board: Board, progress: ProgressCallback | None = None)
             board's (nothing is written then).
     """
     _check_port(port)
-    log = _esptool_log()
+    log = esptool_log()
     with log.session([], progress) as session:
         chip = Chip(port, board, _connect(port, session), session)
         done = False
@@ -312,7 +316,7 @@ def _check_port(port: str) -> None:
         raise FlashError(f"{port}: no such port (is the board plugged in?)")
 
 
-def _connect(port: str, session: _Session) -> Any:
+def _connect(port: str, session: Session) -> Any:
     """The serial port, opened exclusively, and the chip detected on it (esptool's loader).
 
     The port is opened here rather than by esptool so that it is closed again when no chip
@@ -362,7 +366,7 @@ def _identify(esp: Any, port: str, board: Board) -> tuple[str, str]:
     return description, mac
 
 
-def _prepare(esp: Any, port: str, board: Board, session: _Session) -> Any:
+def _prepare(esp: Any, port: str, board: Board, session: Session) -> Any:
     """Stub, attach and size check; returns the stub's loader (or the ROM's, where esptool
     runs no stub)."""
     from esptool import cmds
@@ -383,7 +387,7 @@ def _prepare(esp: Any, port: str, board: Board, session: _Session) -> Any:
 
 
 def _write(
-    esp: Any, port: str, regions: list[tuple[int, bytes]], erase: bool, session: _Session
+    esp: Any, port: str, regions: list[tuple[int, bytes]], erase: bool, session: Session
 ) -> None:
     """Write the regions in one pass (the whole chip erased first if `erase`) and verify."""
     from esptool import cmds
@@ -395,7 +399,7 @@ def _write(
 
 
 @contextmanager
-def _esptool_errors(port: str, doing: str, session: _Session) -> Iterator[None]:
+def _esptool_errors(port: str, doing: str, session: Session) -> Iterator[None]:
     """esptool's and pyserial's exceptions as a FlashError naming the port."""
     from esptool.util import FatalError
     from serial import SerialException
@@ -483,150 +487,3 @@ def _flash_bytes(text: str | None) -> int | None:
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else text
-
-
-# -- esptool's log, per thread --------------------------------------------------------------
-
-
-@dataclass
-class _Session:
-    """One write_firmware call's share of esptool's log: its lines and its progress."""
-
-    sizes: list[int]
-    callback: ProgressCallback | None
-    region: int = -1
-    lines: list[str] = field(default_factory=list)
-
-    def update(self, cur: int, total: int) -> None:
-        if self.callback is None or not 0 <= self.region < len(self.sizes):
-            return
-        size = self.sizes[self.region]
-        here = size * cur // total if total > 0 else size
-        self.callback(sum(self.sizes[: self.region]) + here, sum(self.sizes))
-
-    def tail(self) -> str:
-        lines = [line for line in self.lines if line.strip(" .\n")][-_LOG_TAIL:]
-        return ("\n  esptool: " + "\n  esptool: ".join(lines)) if lines else ""
-
-
-class _EsptoolLog(EspLogBase):
-    """esptool's log: a thread inside `session()` keeps its lines and progress; any other
-    thread's output goes to the logger that was installed before (esptool's own)."""
-
-    def __init__(self, fallback: EspLogBase | None) -> None:
-        self.fallback = fallback
-        self._local = threading.local()
-
-    @contextmanager
-    def session(self, sizes: list[int], callback: ProgressCallback | None) -> Iterator[_Session]:
-        if EspLog.instance is not self:  # someone installed another logger meanwhile
-            self.fallback, EspLog.instance = EspLog.instance, self
-        self._local.session = _Session(sizes, callback)
-        try:
-            yield self._local.session
-        finally:
-            self._local.session = None
-
-    def _session(self) -> _Session | None:
-        return getattr(self._local, "session", None)
-
-    def _other(self) -> EspLogBase:
-        if self.fallback is None:
-            from esptool.logger import EsptoolLogger
-
-            self.fallback = EsptoolLogger()
-        return self.fallback
-
-    def _keep(self, *args: Any) -> bool:
-        s = self._session()
-        if s is not None:
-            s.lines.append(" ".join(str(a) for a in args))
-        return s is not None
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        if not self._keep(*args):
-            self._other().print(*args, **kwargs)
-
-    def err(self, *args: Any, suggestion: str | None = None) -> None:
-        if not self._keep(*args):
-            self._other().err(*args, suggestion=suggestion)
-
-    def warn(self, *args: Any, suggestion: str | None = None) -> None:
-        if not self._keep(*args):
-            self._other().warn(*args, suggestion=suggestion)
-
-    error, warning = err, warn  # esptool's older names
-
-    def note(self, *args: Any) -> None:
-        if self._session() is None:  # a session drops notes ("no VID/PID for a pty")
-            self._other().note(*args)
-
-    def hint(self, *args: Any) -> None:
-        if not self._keep(*args):
-            self._other().hint(*args)
-
-    def debug(self, *args: Any) -> None:
-        if self._session() is None:
-            self._other().debug(*args)
-
-    def stage(self, finish: bool = False) -> None:
-        if self._session() is None:
-            self._other().stage(finish)
-
-    def set_verbosity(self, mode: int | str) -> None:
-        self._other().set_verbosity(mode)
-
-    @contextmanager  # type: ignore[override]
-    def progress(
-        self,
-        total: int,
-        description: str = "",
-        bar_length: int = 30,
-        *,
-        file: Any = None,
-        disable: bool = False,
-        unit: str | None = None,
-    ) -> Iterator[Any]:
-        s = self._session()
-        if s is None:
-            with self._other().progress(
-                total, description, bar_length, file=file, disable=disable, unit=unit
-            ) as task:
-                yield task
-            return
-        s.region += 1  # write_flash opens one progress bar per region, in order
-        with super().progress(total, description, bar_length, disable=disable) as task:
-            yield task
-
-    def progress_bar(
-        self,
-        cur_iter: int,
-        total_iters: int,
-        prefix: str = "",
-        suffix: str = "",
-        bar_length: int = 30,
-    ) -> None:
-        s = self._session()
-        if s is not None:
-            s.update(cur_iter, total_iters)
-        else:
-            self._other().progress_bar(cur_iter, total_iters, prefix, suffix, bar_length)
-
-    def __getattr__(self, name: str) -> Any:  # anything else esptool's logger offers
-        return getattr(self._other(), name)
-
-
-_install = threading.Lock()
-_log: _EsptoolLog | None = None
-
-
-def _esptool_log() -> _EsptoolLog:
-    """Install the per-thread log. Done before esptool is first imported where possible,
-    so that esptool's one-shot warnings (bound to the log at import) are captured too."""
-    global _log
-    with _install:
-        if _log is None:
-            _log = _EsptoolLog(EspLog.instance)
-            EspLog.instance = _log
-            import esptool  # noqa: F401 - its logger installs itself only if none is set
-        return _log

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from edgeveil import deploy as dep
-from edgeveil import deploy_device
+from edgeveil import deploy_device, mpy
 from edgeveil.boards import load_board
 from edgeveil.errors import DeployError
-from edgeveil.mpy import compile_tree, tree_hash
+from edgeveil.mpy import compile_for, compile_tree, tree_hash
 from edgeveil.paths import device_dir
 from edgeveil.vm import run_code
 
@@ -113,7 +113,7 @@ def test_compile_for_matches_compile_tree_and_caches_per_file(
     src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = tmp_path / "cache"
-    files, code_hash = dep.compile_for(src, "x64", cache)
+    files, code_hash = compile_for(src, "x64", cache)
     out = tmp_path / "ref"
     ref = compile_tree(src, out, "x64")
     assert code_hash == tree_hash(ref, out)
@@ -121,25 +121,25 @@ def test_compile_for_matches_compile_tree_and_caches_per_file(
     assert "manifest.mpy" not in files and "veil/app.mpy" in files
 
     compiled: list[Path] = []
-    real = dep.compile_tree
+    real = mpy.compile_tree
 
     def counting(s: Path, o: Path, arch: str | None = None) -> list[Path]:
         made = real(s, o, arch)
         compiled.extend(made)
         return made
 
-    monkeypatch.setattr(dep, "compile_tree", counting)
-    assert dep.compile_for(src, "x64", cache) == (files, code_hash)
+    monkeypatch.setattr(mpy, "compile_tree", counting)
+    assert compile_for(src, "x64", cache) == (files, code_hash)
     assert compiled == []  # all from the cache
     (src / "veil" / "cbor.py").write_text((src / "veil" / "cbor.py").read_text() + "\nZ = 1\n")
-    files2, hash2 = dep.compile_for(src, "x64", cache)
+    files2, hash2 = compile_for(src, "x64", cache)
     assert [p.name for p in compiled] == ["cbor.mpy"] and hash2 != code_hash
     assert {k for k in files if files[k] != files2[k]} == {"veil/cbor.mpy"}
     # A damaged cache entry is not used: it is compiled again.
     for entry in cache.rglob("*.mpy"):
         entry.write_bytes(b"garbage")
     compiled.clear()
-    assert dep.compile_for(src, "x64", cache) == (files2, hash2)
+    assert compile_for(src, "x64", cache) == (files2, hash2)
     assert len(compiled) == len(files2)
 
 
