@@ -483,9 +483,13 @@ def record_code(
     try:
         with Registry.open(path, key_path=key_path) as reg:
             reg.set_code_hash(dev_id, code_hash)
+            upgraded = reg.upgraded_from
     except EdgeveilError as exc:
         return f"registry: not recorded for device {dev_id.hex()}: {exc}"
-    return f"registry: recorded for device {dev_id.hex()}"
+    said = f"registry: recorded for device {dev_id.hex()}"
+    if upgraded is not None:  # as every command that opens the registry says it
+        said += f" (registry {path} upgraded from schema version {upgraded} on the way)"
+    return said
 
 
 def remove_deployment(link: Link) -> None:

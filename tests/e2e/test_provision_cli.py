@@ -77,6 +77,35 @@ def test_a_redeploy_of_a_provisioned_board_records_its_new_code(
     assert _devices(db)[0]["code_hash"] == report["code_hash"]
 
 
+def test_a_deploy_that_upgrades_an_old_registry_says_so(make_vboard, tmp_path: Path) -> None:
+    """Every command that opens a schema-1 registry upgrades it and says so; deploy too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(  # tests/host's independent v1 writer
+        "registry_tamper", Path(__file__).parents[1] / "host" / "registry_tamper.py"
+    )
+    assert spec is not None and spec.loader is not None
+    rt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt)
+    vb = make_vboard()
+    db = _registry(tmp_path)
+    assert edgeveil(tmp_path, "provision", "--port", vb.port).returncode == 0
+    with Registry.open(db) as reg:
+        (dev,) = reg.list()
+        secrets = reg.secrets(dev.dev_id)
+    master = db.with_suffix(".db.key").read_bytes()
+    for old in (db, db.with_suffix(".db-wal"), db.with_suffix(".db-shm")):
+        old.unlink(missing_ok=True)
+    rt.make_v1_registry(db, master, [secrets])  # the same device, as edgeveil 1 kept it
+    dep = edgeveil(tmp_path, "deploy", "--port", vb.port, "--json")
+    assert dep.returncode == 0, dep.stderr
+    said = json.loads(dep.stdout)["registry"]
+    assert said.startswith(f"registry: recorded for device {dev.dev_id.hex()}")
+    assert f"registry {db} upgraded from schema version 1" in said
+    with Registry.open(db) as reg:
+        assert reg.upgraded_from is None and reg.get(dev.dev_id).code_hash
+
+
 def test_a_board_file_that_does_not_fit_the_device_is_refused(make_vboard, tmp_path: Path) -> None:
     vb = make_vboard()
     db = _registry(tmp_path)
