@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import serial
 from edgeveil.vboard import runner
 from edgeveil.vboard.board import BoardSpec
 
@@ -97,3 +98,63 @@ def nvs_blob(vb: VBoard, name: str) -> str:
         "try:\n    print(bytes(b[:n.get_blob(%r, b)]).hex())\n"
         "except OSError:\n    print('')" % name,
     )
+
+
+BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+APP_STARTS = b"entry 0x40080400\r\n"  # the ESP32 bootloader's last line before the app
+
+
+class Console:
+    """The board's serial output as a test reads it: nothing read is ever dropped, so an
+    assertion sees all the board said (the bytes past a mark stay for the next wait)."""
+
+    def __init__(self, port: serial.Serial, vboard: VBoard) -> None:
+        self.port, self.vboard, self.pending = port, vboard, b""
+
+    def until(self, mark: bytes, timeout: float = 10.0) -> bytes:
+        """Read up to and including `mark`; what follows it is kept for the next call."""
+        buf, self.pending = self.pending, b""
+        end = time.monotonic() + timeout
+        while mark not in buf and time.monotonic() < end:
+            buf += self.port.read(self.port.in_waiting or 1)
+        assert mark in buf, "no %r within %g s; the board said: %r%s" % (
+            mark, timeout, buf[-400:], self.log_tail())  # fmt: skip
+        cut = buf.index(mark) + len(mark)
+        self.pending = buf[cut:]
+        return buf[:cut]
+
+    def drain(self) -> bytes:
+        """What has arrived so far (mpremote throws it away; a test keeps it)."""
+        buf, self.pending = self.pending, b""
+        while self.port.in_waiting:
+            buf += self.port.read(self.port.in_waiting)
+        return buf
+
+    def ctrl_c_then_raw(self) -> bytes:
+        """What mpremote does to get a raw REPL: one Ctrl-C, drain, Ctrl-A, wait for it."""
+        self.port.write(b"\r\x03")
+        seen = self.drain()
+        self.port.write(b"\r\x01")
+        return seen + self.until(BANNER)
+
+    def run(self, code: str) -> str:
+        """Run `code` at the raw prompt; its output (a traceback fails the test)."""
+        self.port.write(code.encode() + b"\x04")
+        answer = self.until(b"\x04>")
+        out, sep, err = answer[2 : -len(b"\x04>")].partition(b"\x04")  # OK out ^D err ^D>
+        assert answer.startswith(b"OK") and sep and not err, "%r%s" % (answer, self.log_tail())
+        return out.decode().strip()
+
+    def put(self, name: str, text: str) -> None:
+        """Write a file on the board from its raw REPL (the port is at the raw prompt). The
+        file is closed: a hard reset finalises nothing on a board, so an unclosed file's
+        data would be lost there."""
+        assert self.run("with open(%r, 'w') as f:\n f.write(%r)\n" % (name, text)) == ""
+
+    def hard_reset(self) -> None:
+        """machine.reset() from the raw REPL; returns as the bootloader hands over to the app."""
+        self.port.write(b"import machine; machine.reset()\x04")
+        self.until(APP_STARTS)
+
+    def log_tail(self) -> str:
+        return "\nboard log:\n" + "".join(self.vboard.log.read_text().splitlines(True)[-30:])
