@@ -85,7 +85,9 @@ def test_soft_reset_runs_boot_and_reset_reboots_the_chip(vboard: VBoard, tmp_pat
 
 
 def test_pyserial_sees_the_rom_banner_and_main_py_after_reset(vboard: VBoard) -> None:
-    mpremote(vboard, "exec", "open('main.py','w').write(\"print('main says hello')\\n\")")
+    # Closed: a hard reset finalises nothing, so an open file's data would be lost.
+    main = "with open('main.py','w') as f:\n f.write(\"print('main says hello')\")"
+    mpremote(vboard, "exec", main)
     with serial.Serial(vboard.port, 115200, timeout=0.2) as port:
         port.write(b"\r\x03\r\x01")
         _read_until(port, b"raw REPL; CTRL-B to exit\r\n>")
@@ -97,7 +99,7 @@ def test_pyserial_sees_the_rom_banner_and_main_py_after_reset(vboard: VBoard) ->
 
 def test_ctrl_c_interrupts_a_running_main_py(vboard: VBoard) -> None:
     loop = "import time\\nwhile True:\\n time.sleep_ms(5)\\n"
-    mpremote(vboard, "exec", "open('main.py','w').write('%s')" % loop)
+    mpremote(vboard, "exec", "with open('main.py','w') as f:\n f.write('%s')" % loop)
     mpremote(vboard, "reset")
     time.sleep(0.5)
     # mpremote must interrupt the endless main.py to get a REPL at all.
@@ -144,7 +146,8 @@ def test_four_boards_at_once(make_vboard) -> None:
     results: dict[str, str] = {}
 
     def work(vb: VBoard) -> None:
-        mpremote(vb, "exec", "import machine; open('me.txt','w').write(machine.unique_id().hex())")
+        me = "import machine\nwith open('me.txt','w') as f:\n f.write(machine.unique_id().hex())"
+        mpremote(vb, "exec", me)
         results[vb.port] = mpremote(vb, "fs", "cat", ":me.txt").stdout
 
     threads = [threading.Thread(target=work, args=(b,)) for b in boards]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import json
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,13 @@ def run_board(
     return run_code(prelude + code, heap_bytes=HEAP, path=[VMLIB], stdin=stdin)
 
 
-def results(r: VMResult) -> list[Any]:
-    assert r.ok, (r.stdout + r.stderr).decode()
+def results(r: VMResult, halted: bool = False) -> list[Any]:
+    """The `out()` lines of a run; `halted`: the run ends as a chip's CPU stops (a hard
+    reset, the watchdog, deep sleep), by SIGKILL, so nothing after it ran."""
+    if halted:
+        assert r.returncode == -signal.SIGKILL, (r.stdout + r.stderr).decode()
+    else:
+        assert r.ok, (r.stdout + r.stderr).decode()
     return [json.loads(line[2:]) for line in r.stdout.decode().splitlines() if line[:2] == "R "]
 
 
@@ -271,19 +277,25 @@ out(machine.unique_id().hex(), w.config('mac').hex(), a.config('mac').hex(), a.c
                    1, 1, 2, 3, 4, 5, 160_000_000]  # fmt: skip
 
 
-def test_reset_writes_reset_to_ctl_and_ends_the_vm(tmp_path: Path) -> None:
+def test_reset_tells_the_board_and_stops_the_vm_at_once(tmp_path: Path) -> None:
+    """As a chip's CPU: nothing after machine.reset() runs, not even a `finally`."""
     ctl = tmp_path / "ctl"
-    r = run_board("print('before')\nmachine.reset()\nprint('after')\n", ctl=ctl)
-    assert r.returncode == 0, r.stderr
-    assert b"before" in r.stdout and b"after" not in r.stdout
-    assert ctl.read_bytes() == b"reset\n"
+    code = "out('before')\ntry:\n    machine.reset()\nfinally:\n    out('finally')\nout('after')\n"
+    r = run_board(code, ctl=ctl)
+    assert results(r, halted=True) == [["before"]]
+    # The board's calendar time (speed 0: the replay's start) and the RTC memory go first.
+    assert ctl.read_bytes() == b"clock %d\nrtcmem \nreset\n" % T0
 
 
 def test_deepsleep_and_soft_reset_tell_the_board(tmp_path: Path) -> None:
     ctl = tmp_path / "ctl"
-    r = run_board("machine.deepsleep(30000)\nprint('after')\n", ctl=ctl)
-    assert r.ok and b"after" not in r.stdout
-    assert ctl.read_bytes() == b"deepsleep 30000\n"
+    code = "machine.RTC().memory(b'kept')\nmachine.deepsleep(30000)\nout('after')\n"
+    r = run_board(code, ctl=ctl)
+    assert results(r, halted=True) == []
+    assert ctl.read_bytes() == b"clock %d\nrtcmem %s\ndeepsleep 30000\n" % (
+        T0,
+        b"kept".hex().encode(),
+    )
     r = run_board("machine.soft_reset()\nprint('after')\n", ctl=ctl)
     assert r.ok and b"after" not in r.stdout
     assert ctl.read_bytes() == b"soft\n"
@@ -305,8 +317,8 @@ time.sleep(10)
 out('not reached')
 """
     r = run_board(code, replay, ctl=ctl)
-    assert ctl.read_bytes() == b"wdt\n"
-    (fed, at), (edge, level, edge_at) = results(r)  # nothing after the 1.0 s timeout ran out
+    assert ctl.read_bytes().endswith(b"\nwdt\n")
+    (fed, at), (edge, level, edge_at) = results(r, halted=True)  # nothing after the timeout
     assert fed == "fed" and 1500 <= at < 1900
     assert (edge, level) == ("edge", 1) and 2000 <= edge_at < 2200
 

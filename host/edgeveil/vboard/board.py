@@ -57,12 +57,14 @@ _MAX_BACKLOG = 64 * 1024  # console bytes queued for a slow client before the VM
 _EMULATION_HEAP = 96 * 1024
 _BOOTLOOP_PERIOD_S = 1.0
 # Reset causes: how the ROM prints them, and what machine.reset_cause() then returns on
-# MicroPython's ESP32 port (PWRON_RESET 1, HARD_RESET 2, WDT_RESET 3, SOFT_RESET 5).
+# MicroPython's ESP32 port (PWRON_RESET 1, HARD_RESET 2, WDT_RESET 3, DEEPSLEEP_RESET 4,
+# SOFT_RESET 5).
 _RESET_CAUSES = {
     "power": ("POWERON_RESET", 1),
     "sw": ("SW_CPU_RESET", 5),
     "wdt": ("TG0WDT_SYS_RESET", 3),
     "panic": ("SW_CPU_RESET", 5),
+    "deepsleep": ("DEEPSLEEP_RESET", 4),
 }
 
 
@@ -141,6 +143,7 @@ class VirtualBoard:
         # The board's calendar time at the next boot: the replay's start, then whatever
         # the VM reported when it last exited ("clock N" on ctl).
         self._vclock: int | None = None
+        self._rtc_mem = b""  # RTC slow memory: kept across resets and deep sleep
         self._vm_paused = False
         self.boots = 0
         self._vmlib_dir: Path | None = None
@@ -365,6 +368,25 @@ class VirtualBoard:
         self.send(decision.console)
         self.start_vm(cause, raw=False)
 
+    def _deep_sleep(self, ms: int) -> None:
+        """machine.deepsleep(ms): silent for `ms` of board time (forever if negative), then
+        a boot with DEEPSLEEP_RESET. The board's clock moves on by the time slept; any
+        reset meanwhile (EN, esptool) wakes it as that reset."""
+        self._halt()
+        self.state = "sleep"
+        self.log("deep sleep for %s" % ("ever" if ms < 0 else "%d ms" % ms))
+        if ms < 0:
+            return
+        if self._vclock is not None:
+            self._vclock += ms // 1000
+        speed = self.spec.speed
+
+        def wake() -> None:
+            if self.state == "sleep":
+                self.boot_from_flash("deepsleep", banner=True)
+
+        self._after(ms / 1000 / speed if speed > 0 else 0.0, wake)
+
     def _bootloop(self, decision: firmware.BootDecision) -> None:
         self.send(decision.console)
 
@@ -398,6 +420,7 @@ class VirtualBoard:
             "EDGEVEIL_VB_RESET_CAUSE": str(_RESET_CAUSES[self._hard_cause][1]),
             "EDGEVEIL_VB_MODE": "raw" if raw else "friendly",
             "EDGEVEIL_VB_SKIP_MAIN": "1" if skip_main else "0",
+            "EDGEVEIL_VB_RTC_MEM": self._rtc_mem.hex(),
         }
         heap = target + _EMULATION_HEAP
         argv = [micropython_path(), "-X", "heapsize=%d" % heap, "-i", str(VMLIB / "_vboot.py")]
@@ -556,13 +579,20 @@ class VirtualBoard:
         status = vm.poll()
         self.vm = None
         self.log("VM exited with %s, ctl %r" % (status, lines))
+        sleep_ms = None
         for line in lines:
             if line.startswith(b"clock "):
                 self._vclock = int(line[6:])
+            elif line.startswith(b"rtcmem "):
+                self._rtc_mem = bytes.fromhex(line[7:].decode())
+            elif line.startswith(b"deepsleep "):
+                sleep_ms = int(line[10:])
         if b"reset" in lines:
             self.boot_from_flash("sw", banner=True)
         elif b"wdt" in lines:
             self.boot_from_flash("wdt", banner=True)
+        elif sleep_ms is not None:
+            self._deep_sleep(sleep_ms)
         elif status == -signal.SIGINT and self._vm_phase != "repl":
             # A Ctrl-C reached the unix VM where it has no handler (starting up): on a board
             # it would just have interrupted boot, so start again without main.py.

@@ -47,6 +47,7 @@ def _boot():
         "replay": replay,
         "speed": int(env("EDGEVEIL_VB_SPEED")),
         "t0": int(env("EDGEVEIL_VB_T0")),
+        "rtc_mem": bytes.fromhex(env("EDGEVEIL_VB_RTC_MEM") or ""),
     }
     import vbclock
 
@@ -129,10 +130,9 @@ _KEEP = set(sys.modules)
 def _soft_reset(sys=sys, gc=gc, keep=_KEEP):
     # Tell the board process the board's calendar time, so the next boot (and the replay)
     # continues from there instead of starting the replay again.
-    clock = sys.modules.get("time")
-    ctl = getattr(clock, "_ctl", None)
-    if ctl is not None:
-        ctl.write(b"clock %d\n" % (clock._t0 + clock._now() // 1000000))
+    machine = sys.modules.get("machine")
+    if machine is not None:
+        machine._state()  # the calendar time and RTC memory, which a soft reset keeps
     # A board's soft reset finalises every object on the heap (gc_sweep_all), which closes
     # files left open, e.g. `open('f','w').write(...)`; littlefs commits them then. The
     # unix VM exits without doing so, so do what the board does: drop everything user code

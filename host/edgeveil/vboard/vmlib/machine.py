@@ -1,7 +1,7 @@
 """Emulated `machine` of the virtual ESP32 (ESP32 MicroPython's names and values).
 
     machine.unique_id()          # the board's 6-byte base MAC, as esptool read_mac shows it
-    machine.reset()              # hard reset: the board process restarts the VM
+    machine.reset()              # hard reset: the VM stops at once, the board boots again
     wdt = machine.WDT(timeout=5000); wdt.feed()
     i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))
     i2c.readfrom_mem(0x57, 0x07, 3)          # registers as the replay last set them
@@ -12,10 +12,13 @@ a device's register contents (a device answers from its first event on; before t
 NACKs, OSError ENODEV), "uart" events put bytes in a UART's receive buffer, "pin" events
 drive a GPIO input (and fire its irq). Resets, the watchdog and deep sleep are told to the
 board process as one line on `cfg['ctl']` (b"reset\\n", b"soft\\n", b"wdt\\n",
-b"deepsleep <ms>\\n", -1 for no timer), after which the VM exits.
+b"deepsleep <ms>\\n", -1 for no timer), after the board's calendar time (b"clock <s>\\n")
+and RTC memory (b"rtcmem <hex>\\n"), which the next boot keeps. A soft reset then exits
+the VM (finalising what is open, as a board's soft reset does); a hard reset, the watchdog
+and deep sleep stop it at once, as a chip's CPU stops: no `finally`, no finaliser, so a
+file left open loses what it had not written, as on a board.
 
-Not modelled: Timer, ADC, SPI, PWM, I2S, TouchPad, time_pulse_us; RTC.memory() lives only
-as long as the VM does.
+Not modelled: Timer, ADC, SPI, PWM, I2S, TouchPad, time_pulse_us.
 """
 
 import errno
@@ -57,7 +60,7 @@ def _init(cfg):
     _ctl = cfg.get("ctl")
     _cause = cfg.get("reset_cause", PWRON_RESET)
     _wake = TIMER_WAKE if _cause == DEEPSLEEP_RESET else 0
-    _rtc_mem = b""
+    _rtc_mem = bytes(cfg.get("rtc_mem", b""))  # kept across resets, lost at power-off
     vbclock._cpu_mhz = 160
     _wdt._due = None
     _devs.clear()
@@ -79,9 +82,25 @@ def unique_id():
     return _mac
 
 
+def _state():
+    """Tell the board what outlives the VM: its calendar time and the RTC memory."""
+    _tell(b"clock %d\n" % (vbclock._t0 + vbclock._now() // 1000000))
+    _tell(b"rtcmem %s\n" % _rtc_mem.hex().encode())
+
+
+def _halt(line):
+    """The CPU stops here: tell the board (which boots again or sleeps), then end the VM
+    at once. Nothing after runs: no `finally`, no `with` exit, no finaliser."""
+    _state()
+    _tell(line)
+    import os
+
+    os.system("kill -9 $PPID")  # the shell's parent: this VM
+    sys.exit(0)  # not reached; without a shell the board still acts on the line
+
+
 def reset():
-    _tell(b"reset\n")
-    sys.exit(0)
+    _halt(b"reset\n")
 
 
 def soft_reset():
@@ -114,8 +133,7 @@ def lightsleep(time_ms=None):
 
 
 def deepsleep(time_ms=None):
-    _tell(("deepsleep %d\n" % (-1 if time_ms is None else time_ms)).encode())
-    sys.exit(0)
+    _halt(("deepsleep %d\n" % (-1 if time_ms is None else max(0, time_ms))).encode())
 
 
 def disable_irq():
@@ -161,8 +179,7 @@ class _Watchdog:
     _us = 0
 
     def _fire(self):
-        _tell(b"wdt\n")
-        sys.exit(0)
+        _halt(b"wdt\n")
 
 
 _wdt = _Watchdog()
