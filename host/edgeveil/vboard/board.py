@@ -25,55 +25,24 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
-import os
 import selectors
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..boards import Board
-from ..mpy import compile_tree
-from ..vm import micropython_path
-from . import esp32regs, firmware, rawreplay, rom
+from . import firmware, rawreplay, rom
 from .flashfile import FlashFile
 from .link import PtyLink, Rfc2217Link
+from .vmhost import RESET_CAUSES, VMHost
 from .vmproc import VMProcess
 
-VMLIB = Path(__file__).parent / "vmlib"
-# The prelude prints this once boot.py (and main.py) have run; the board strips it.
-READY_MARK = b"\x1b[vboard:ready]"
 _SYNC = b"\xc0\x00\x08\x24\x00\x00\x00\x00\x00\x07\x07\x12\x20"
-_RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
-_PROMPT = b">>> "
 _STRAP_WINDOW_S = 0.15
-_MAX_BACKLOG = 64 * 1024  # console bytes queued for a slow client before the VM must wait
-# On a board, machine/esp32/bluetooth are C modules outside the GC heap; here they are
-# MicroPython code inside it. The VM gets this much more heap, and the prelude pins down
-# whatever exceeds the board's budget once they are loaded (docs/vboard.md).
-_EMULATION_HEAP = 96 * 1024
 _BOOTLOOP_PERIOD_S = 1.0
-# Reset causes: how the ROM prints them, and what machine.reset_cause() then returns on
-# MicroPython's ESP32 port (PWRON_RESET 1, HARD_RESET 2, WDT_RESET 3, DEEPSLEEP_RESET 4,
-# SOFT_RESET 5).
-_RESET_CAUSES = {
-    "power": ("POWERON_RESET", 1),
-    "sw": ("SW_CPU_RESET", 5),
-    "wdt": ("TG0WDT_SYS_RESET", 3),
-    "panic": ("SW_CPU_RESET", 5),
-    "deepsleep": ("DEEPSLEEP_RESET", 4),
-}
-
-
-def _partial_suffix(buf: bytes, mark: bytes) -> int:
-    """Length of the longest end of `buf` that is a proper beginning of `mark`."""
-    for n in range(min(len(buf), len(mark) - 1), 0, -1):
-        if buf.endswith(mark[:n]):
-            return n
-    return 0
 
 
 @dataclass
@@ -113,7 +82,7 @@ def default_mac(flash: Path) -> bytes:
     return bytes.fromhex("240ac4") + digest[:3]
 
 
-class VirtualBoard:
+class VirtualBoard(VMHost):
     """The board process: call `open()`, then `serve_forever()` until `stop()`."""
 
     def __init__(self, spec: BoardSpec, log: Callable[[str], None] | None = None) -> None:
@@ -351,7 +320,7 @@ class VirtualBoard:
         self.boots += 1
         self._hard_cause = cause  # a soft reboot keeps reporting the last hard reset's cause
         if banner:
-            name = _RESET_CAUSES[cause][0]
+            name = RESET_CAUSES[cause][0]
             self.send(rom.rom_banner(download=False, reset_cause=name, chip=self.spec.board.chip))
         with open(self.spec.flash, "rb") as f:
 
@@ -400,210 +369,3 @@ class VirtualBoard:
 
         again._bootloop = True  # type: ignore[attr-defined]
         self._after(_BOOTLOOP_PERIOD_S, again)
-
-    # -- the VM ---------------------------------------------------------------------------
-
-    def start_vm(self, cause: str, raw: bool, skip_main: bool = False) -> None:
-        target = self.spec.heap_bytes or self.spec.board.vm_app_heap_bytes
-        env = {
-            "MICROPYPATH": str(self._vmlib_mpy()),
-            "EDGEVEIL_VB_HEAP_FREE": str(target),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "EDGEVEIL_VB_FLASH": str(self.spec.flash),
-            "EDGEVEIL_VB_FLASH_SIZE": str(self.spec.board.flash_size),
-            "EDGEVEIL_VB_MAC": self.spec.mac.hex(),
-            # sys.implementation._machine as MicroPython's firmware words it (vmlib/vbsys.py)
-            "EDGEVEIL_VB_MACHINE": self._machine_name(),
-            "EDGEVEIL_VB_REPLAY": str(self.spec.replay or ""),
-            "EDGEVEIL_VB_SPEED": str(self.spec.speed),
-            "EDGEVEIL_VB_T0": str(self._vclock if self._vclock is not None else int(time.time())),
-            "EDGEVEIL_VB_RESET_CAUSE": str(_RESET_CAUSES[self._hard_cause][1]),
-            "EDGEVEIL_VB_MODE": "raw" if raw else "friendly",
-            "EDGEVEIL_VB_SKIP_MAIN": "1" if skip_main else "0",
-            "EDGEVEIL_VB_RTC_MEM": self._rtc_mem.hex(),
-        }
-        heap = target + _EMULATION_HEAP
-        argv = [micropython_path(), "-X", "heapsize=%d" % heap, "-i", str(VMLIB / "_vboot.py")]
-        self.vm = VMProcess(argv, env)
-        self.vm.start()
-        self.log(
-            "VM started (pid %d, %s REPL, heap %d)"
-            % (self.vm.pid, "raw" if raw else "friendly", heap)
-        )
-        self.state = "running"
-        self.repl_raw = raw
-        self._out_tail = b""
-        # Until the prelude is done, pass its output (boot.py, main.py) but not its marker;
-        # after a soft reboot in the raw REPL, hide the friendly banner the unix VM prints
-        # and put it back into the raw REPL, as a board stays there.
-        self._boot_filter = [(READY_MARK, True), (_PROMPT, not raw)]
-        # Input waits until the VM can take a Ctrl-C without dying (see _boot_step).
-        self._vm_phase = "starting"
-        if self._input_hold is None:  # input held for a VM that died starting is kept
-            self._input_hold = b""
-        self._ctl_seen = []
-        self._vm_paused = False
-        self.sel.register(self.vm.fd, selectors.EVENT_READ, self._vm_readable)
-        self.sel.register(self.vm.ctl_fd, selectors.EVENT_READ, self._ctl_readable)
-
-    def _machine_name(self) -> str:
-        """'<board> with <MCU>', as MICROPY_HW_BOARD_NAME and MICROPY_HW_MCU_NAME make it
-        on a board (e.g. "edgeveil esp32s3-virtual with ESP32S3"): hosts read the chip
-        from it."""
-        board = self.spec.board
-        return "edgeveil %s with %s" % (board.name, esp32regs.TARGETS[board.chip].MCU_NAME)
-
-    def _vmlib_mpy(self) -> Path:
-        """The emulated modules compiled once per board process (compiling costs VM heap)."""
-        if self._vmlib_dir is None:
-            self._vmlib_dir = Path(tempfile.mkdtemp(prefix="edgeveil-vmlib-"))
-            compile_tree(VMLIB, self._vmlib_dir)
-            (self._vmlib_dir / "_vboot.mpy").unlink()
-        return self._vmlib_dir
-
-    def _ctl_readable(self) -> None:
-        if self.vm is None:
-            return
-        lines = self.vm.ctl_lines()
-        self._ctl_seen += lines
-        # Input is held from the VM's start to its REPL's first prompt (_boot_step): the
-        # unix VM dies of a Ctrl-C that arrives where no code runs. Only while boot.py or
-        # main.py runs ("run" .. "idle") may a Ctrl-C through, to interrupt it as on a board.
-        for line in lines:
-            if line == b"run" and self._vm_phase in ("starting", "prelude"):
-                self._vm_phase = "user"
-                self._pass_interrupt()
-            elif line == b"idle" and self._vm_phase == "user":
-                self._vm_phase = "prelude"
-            elif line == b"end" and self._vm_phase != "repl":
-                self._vm_phase = "repl-wait"
-
-    def _pass_interrupt(self) -> None:
-        """While boot.py/main.py runs, let held input through up to its first Ctrl-C."""
-        held = self._input_hold
-        if self._vm_phase != "user" or not held or b"\x03" not in held or self.vm is None:
-            return
-        cut = held.index(b"\x03") + 1
-        self.log("Ctrl-C passed to the VM (after ctl %r)" % self._ctl_seen[-1:])
-        self.vm.write(held[:cut])
-        self._input_hold = held[cut:]
-
-    def _flow(self) -> None:
-        """UART flow control: pause reading the VM while the pty client is behind."""
-        if self.pty is None:
-            return
-        self.pty.flush()
-        behind = self.pty.backlog() > _MAX_BACKLOG
-        if self.vm is not None and behind != self._vm_paused:
-            self._vm_paused = behind
-            if behind:
-                self.sel.unregister(self.vm.fd)
-            else:
-                self.sel.register(self.vm.fd, selectors.EVENT_READ, self._vm_readable)
-
-    def _vm_readable(self) -> None:
-        vm = self.vm
-        if vm is None:
-            return
-        data = vm.read()
-        if data is None:
-            return
-        if data == b"":
-            self._vm_exited()
-            return
-        self._vm_output(data)
-
-    def _vm_output(self, data: bytes) -> None:
-        buf = self._out_tail + data
-        self._out_tail = b""
-        out = b""
-        while self._boot_filter:
-            mark, keep_text = self._boot_filter[0]
-            at = buf.find(mark)
-            if at < 0 and mark == READY_MARK and _PROMPT in buf:
-                # The REPL is up without the prelude's mark (a Ctrl-C cut it short):
-                # boot is over all the same; never wait for a mark that will not come.
-                self._boot_filter.pop(0)
-                self._boot_step(READY_MARK)
-                continue
-            if at < 0:  # hold back only what could be the start of the mark
-                cut = len(buf) - _partial_suffix(buf, mark)
-                if keep_text:
-                    out += buf[:cut]
-                self._out_tail, buf = buf[cut:], b""
-                break
-            if keep_text:
-                out += buf[:at] + (b"" if mark == READY_MARK else mark)
-            buf = buf[at + len(mark) :]
-            self._boot_filter.pop(0)
-            self._boot_step(mark)
-        out += buf
-        if out:
-            self._track_mode(out)
-            self.send(out)
-
-    def _boot_step(self, mark: bytes) -> None:
-        """The VM passed a point of its start: the prelude's end or its first prompt."""
-        if mark == READY_MARK:
-            self._vm_phase = "repl-wait"  # input stays held until the prompt
-            self.log("VM prelude done")
-        elif mark == _PROMPT:
-            if self.repl_raw and self.vm:
-                self.vm.write(b"\x01")  # back into the raw REPL
-                self._boot_filter.append((b"\r\n", False))  # the newline before its banner
-            self._vm_phase = "repl"
-            self._release_input()
-
-    def _release_input(self) -> None:
-        held, self._input_hold = self._input_hold, None
-        if held and self.vm:
-            self.vm.write(held)
-
-    def _track_mode(self, data: bytes) -> None:
-        seen = self._mode_tail = self._mode_tail[-32:] + data
-        raw_at = seen.rfind(_RAW_BANNER)
-        friendly_at = seen.rfind(_PROMPT)
-        if raw_at >= 0 or friendly_at >= 0:
-            self.repl_raw = raw_at > friendly_at
-
-    def _vm_exited(self) -> None:
-        vm = self.vm
-        assert vm is not None
-        lines = self._ctl_seen + vm.ctl_lines()
-        for fd in (vm.fd, vm.ctl_fd):
-            try:
-                self.sel.unregister(fd)
-            except (KeyError, ValueError):
-                pass
-        vm.close()
-        status = vm.poll()
-        self.vm = None
-        self.log("VM exited with %s, ctl %r" % (status, lines))
-        sleep_ms = None
-        for line in lines:
-            if line.startswith(b"clock "):
-                self._vclock = int(line[6:])
-            elif line.startswith(b"rtcmem "):
-                self._rtc_mem = bytes.fromhex(line[7:].decode())
-            elif line.startswith(b"deepsleep "):
-                sleep_ms = int(line[10:])
-        if b"reset" in lines:
-            self.boot_from_flash("sw", banner=True)
-        elif b"wdt" in lines:
-            self.boot_from_flash("wdt", banner=True)
-        elif sleep_ms is not None:
-            self._deep_sleep(sleep_ms)
-        elif status == -signal.SIGINT and self._vm_phase != "repl":
-            # A Ctrl-C reached the unix VM where it has no handler (starting up): on a board
-            # it would just have interrupted boot, so start again without main.py.
-            self.log("Ctrl-C while the VM started; starting it again without main.py")
-            self.start_vm("soft", raw=self.repl_raw, skip_main=True)
-        elif status == 0 or b"soft" in lines:
-            self.send(b"MPY: soft reboot\r\n")
-            self.start_vm("soft", raw=self.repl_raw)
-        else:
-            self.send(
-                b"Guru Meditation Error: virtual board: the MicroPython VM exited "
-                b"with status %d\r\n\r\nRebooting...\r\n" % (status if status is not None else -1)
-            )
-            self._after(0.5, lambda: self.boot_from_flash("panic", banner=True))
