@@ -39,8 +39,8 @@ def test_deep_sleep_is_silent_for_its_time_then_boots_with_its_cause(vboard: VBo
         port.write(b"import machine\nmachine.RTC().memory(b'kept')\nmachine.deepsleep(2000)\n\x04")
         seen = con.until(APP_STARTS)
         seen += con.ctrl_c_then_raw()
-        assert b"rst:0x5 (DEEPSLEEP_RESET)" in seen
-        assert seen.count(b"rst:") == 1  # one wake, nothing before it
+        assert b"rst:0x5 (DEEPSLEEP_RESET)" in seen, repr(seen) + con.log_tail()
+        assert seen.count(b"rst:") == 1, repr(seen) + con.log_tail()  # one wake, no other boot
         out = con.run(
             "import machine, time\nprint(machine.reset_cause(), machine.wake_reason(), "
             "machine.RTC().memory(), time.time())"

@@ -108,6 +108,7 @@ class VirtualBoard(VMHost):
         self._vm_phase = "starting"
         self._input_hold: bytes | None = None  # host input held while the VM cannot take it
         self._ctl_seen: list[bytes] = []
+        self._ctrl_c_passed = False
         self._mode_tail = b""
         # The board's calendar time at the next boot: the replay's start, then whatever
         # the VM reported when it last exited ("clock N" on ctl).

@@ -8,6 +8,7 @@ UART are there. The attributes and board methods this uses are declared below.
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import tempfile
@@ -30,6 +31,7 @@ VMLIB = Path(__file__).parent / "vmlib"
 READY_MARK = b"\x1b[vboard:ready]"
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 _PROMPT = b">>> "
+_NLR_DEATH = b"FATAL: uncaught NLR "
 _MAX_BACKLOG = 64 * 1024  # console bytes queued for a slow client before the VM must wait
 # On a board, machine/esp32/bluetooth are C modules outside the GC heap; here they are
 # MicroPython code inside it. The VM gets this much more heap, and the prelude pins down
@@ -69,6 +71,7 @@ class VMHost:
     _vm_phase: str
     _input_hold: bytes | None
     _ctl_seen: list[bytes]
+    _ctrl_c_passed: bool  # this VM was given a Ctrl-C while it started
     _mode_tail: bytes
     _out_tail: bytes
     _vclock: int | None
@@ -129,6 +132,7 @@ class VMHost:
         if self._input_hold is None:  # input held for a VM that died starting is kept
             self._input_hold = b""
         self._ctl_seen = []
+        self._ctrl_c_passed = False
         self._vm_paused = False
         self.sel.register(self.vm.fd, selectors.EVENT_READ, self._vm_readable)
         self.sel.register(self.vm.ctl_fd, selectors.EVENT_READ, self._ctl_readable)
@@ -156,14 +160,16 @@ class VMHost:
         # Input is held from the VM's start to its REPL's first prompt (_boot_step): the
         # unix VM dies of a Ctrl-C that arrives where no code runs. Only while boot.py or
         # main.py runs ("run" .. "idle") may a Ctrl-C through, to interrupt it as on a board.
+        # The phase is where the VM is now, after every line read: a "run" read together
+        # with its "idle" (a short boot.py, a board process that was slow to read) is over.
         for line in lines:
             if line == b"run" and self._vm_phase in ("starting", "prelude"):
                 self._vm_phase = "user"
-                self._pass_interrupt()
             elif line == b"idle" and self._vm_phase == "user":
                 self._vm_phase = "prelude"
             elif line == b"end" and self._vm_phase != "repl":
                 self._vm_phase = "repl-wait"
+        self._pass_interrupt()
 
     def _pass_interrupt(self) -> None:
         """While boot.py/main.py runs, let held input through up to its first Ctrl-C."""
@@ -174,6 +180,7 @@ class VMHost:
         self.log("Ctrl-C passed to the VM (after ctl %r)" % self._ctl_seen[-1:])
         self.vm.write(held[:cut])
         self._input_hold = held[cut:]
+        self._ctrl_c_passed = True
 
     def _flow(self) -> None:
         """UART flow control: pause reading the VM while the pty client is behind."""
@@ -225,6 +232,10 @@ class VMHost:
             self._boot_filter.pop(0)
             self._boot_step(mark)
         out += buf
+        if self._vm_phase != "repl" and _NLR_DEATH in out:
+            # The unix VM's last words when a late Ctrl-C kills it (see _vm_exited); a
+            # board would just have stopped boot.py, silently.
+            out = re.sub(rb"FATAL: uncaught NLR [^\n]*\n?", b"", out)
         if out:
             self._track_mode(out)
             self.send(out)
@@ -280,9 +291,13 @@ class VMHost:
             self.boot_from_flash("wdt", banner=True)
         elif sleep_ms is not None:
             self._deep_sleep(sleep_ms)
-        elif status == -signal.SIGINT and self._vm_phase != "repl":
-            # A Ctrl-C reached the unix VM where it has no handler (starting up): on a board
-            # it would just have interrupted boot, so start again without main.py.
+        elif self._vm_phase != "repl" and (
+            status == -signal.SIGINT or (status == 1 and self._ctrl_c_passed)
+        ):
+            # A Ctrl-C reached the unix VM where it has no handler (starting up, killed by
+            # SIGINT), or landed after boot.py as its prelude ended ("FATAL: uncaught NLR",
+            # status 1): on a board it would just have interrupted boot, so start again
+            # without main.py.
             self.log("Ctrl-C while the VM started; starting it again without main.py")
             self.start_vm("soft", raw=self.repl_raw, skip_main=True)
         elif status == 0 or b"soft" in lines:
