@@ -255,7 +255,8 @@ class Chip:
         from esptool import cmds
 
         self._stub()
-        with _esptool_errors(self.port, f"reading {length} bytes at {offset:#x}", self._session):
+        doing = f"reading {length} bytes at {offset:#x}"
+        with _esptool_errors(self.port, doing, self._session, self._esp._port):
             data = cmds.read_flash(self._esp, offset, length, no_progress=True)
         return bytes(data or b"")
 
@@ -392,15 +393,16 @@ def _write(
     """Write the regions in one pass (the whole chip erased first if `erase`) and verify."""
     from esptool import cmds
 
-    with _esptool_errors(port, "writing failed", session):
+    with _esptool_errors(port, "writing failed", session, esp._port):
         cmds.write_flash(esp, list(regions), erase_all=erase)
         for at, data in regions:
             _verify(esp, port, at, data)
 
 
 @contextmanager
-def _esptool_errors(port: str, doing: str, session: Session) -> Iterator[None]:
-    """esptool's and pyserial's exceptions as a FlashError naming the port."""
+def _esptool_errors(port: str, doing: str, session: Session, ser: Any = None) -> Iterator[None]:
+    """esptool's and pyserial's exceptions as a FlashError naming the port; with `ser`, a
+    port whose device went away is said to be lost."""
     from esptool.util import FatalError
     from serial import SerialException
 
@@ -410,6 +412,8 @@ def _esptool_errors(port: str, doing: str, session: Session) -> Iterator[None]:
         text = _first_line(str(exc))
         if "MD5" in text or "written flash region is empty" in text:
             doing = "verify failed"
+        elif ser is not None and _hung_up(ser):
+            doing += " (the board was lost: cable pulled or power cut? run the same command again)"
         raise FlashError(f"{port}: {doing}: {text}{session.tail()}") from exc
 
 
