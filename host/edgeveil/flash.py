@@ -20,9 +20,10 @@ The order makes a refusal leave the board as it was:
    0xFF gaps of a combined file are not written, so a reflash keeps the NVS partition (the
    device's keys) and the filesystem unless `erase=True`. Each region is MD5-verified by
    the chip (SPI_FLASH_MD5) against the file, then the chip is hard-reset. A board lost
-   mid-write fails at once and its port is never opened again by name (esptool would
-   retry a write or a reset that way): on a jig the name may meanwhile belong to another
-   board.
+   mid-write fails at once. esptool reopens a port by name (retrying a reset, or after a
+   native-USB board re-enumerates); here that is allowed only for the same USB device
+   (vid, pid, serial number, location), never for a pty: on a jig the name may meanwhile
+   belong to another board.
 
 `open_chip(port, board)` is the same esptool session for other work on a board's flash:
 it connects, checks the chip and yields a `Chip` that writes (`write`, MD5-verified) and
@@ -372,7 +373,7 @@ def _prepare(esp: Any, port: str, board: Board, session: Session) -> Any:
     runs no stub)."""
     from esptool import cmds
 
-    with _esptool_errors(port, "connecting to the flash failed", session):
+    with _esptool_errors(port, "connecting to the flash failed", session, esp._port):
         esp = cmds.run_stub(esp)
         # esptool would reopen the port by name for seconds after losing it: on a jig the
         # name may by then be another board's, which would get this board's firmware.
@@ -439,18 +440,40 @@ def _reset(esp: Any, quiet: bool = False) -> None:
 
 
 def _never_reopen(ser: Any) -> None:
-    """Make a second `open()` of this port fail. esptool reopens a port by its name when a
-    reset fails (three tries) or a write is lost: on a jig the name may by then belong to
-    another board (a USB port re-enumerated, a pty number reused), which would be opened,
-    reset and talked to. A board lost is reported instead; the user runs the work again."""
+    """Let this port be opened again only by the same USB device. esptool reopens a port by
+    its name when a reset fails or the device re-enumerates: a board on native USB (an
+    ESP32-S3's /dev/ttyACM0) does that on every reset, and comes back as the same device.
+    But the name may by then belong to another board (another USB device, a pty number
+    reused), which would be opened, reset and talked to: that is refused, and the board
+    reported lost; the user runs the work again. A pty is never reopened."""
     import serial
 
-    def refuse() -> None:
-        raise serial.SerialException(
-            errno.ENODEV, f"{ser.port}: the board was lost; its port is not opened again"
-        )
+    first = _usb_identity(ser.port)
+    reopen = ser.open
 
-    ser.open = refuse
+    def same_device_only() -> None:
+        if first is None or _usb_identity(ser.port) != first:
+            raise serial.SerialException(
+                errno.ENODEV, f"{ser.port}: the board was lost; its port is not opened again"
+            )
+        reopen()
+
+    ser.open = same_device_only
+
+
+def _usb_identity(port: str) -> tuple[Any, ...] | None:
+    """(vid, pid, serial number, USB location) of the USB device at `port`; None for a
+    port that is not a USB device there now (a pty, a URL, a name gone)."""
+    from serial.tools import list_ports
+
+    try:
+        path = os.path.realpath(port)
+    except (OSError, ValueError):
+        return None
+    for info in list_ports.comports():
+        if info.vid is not None and os.path.realpath(info.device) == path:
+            return (info.vid, info.pid, info.serial_number, info.location)
+    return None
 
 
 def _hung_up(ser: Any) -> bool:
