@@ -71,8 +71,8 @@ def vboard() -> None:
 @click.option(
     "--mac",
     default="",
-    help="base MAC, 12 hex digits  [default: 24:0a:c4 and a hash of the flash file's path, "
-    "so each board file is its own chip]",
+    help="base MAC, 12 hex digits, colons allowed  [default: 24:0a:c4 and a hash of the "
+    "flash file's path, so each board file is its own chip]",
 )
 @click.option("--rfc2217-port", default=0, show_default=True, help="TCP port; 0 picks a free one")
 @click.option("--no-rfc2217", is_flag=True, help="serve only the pseudo-terminal")
@@ -105,7 +105,7 @@ def vboard_start(
     from .vboard.board import BoardSpec
 
     try:
-        mac_bytes = bytes.fromhex(mac)
+        mac_bytes = bytes.fromhex(mac.replace(":", "").replace("-", ""))
     except ValueError:
         mac_bytes = b"?"
     if mac and len(mac_bytes) != 6:

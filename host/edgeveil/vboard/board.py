@@ -114,6 +114,9 @@ class VirtualBoard(VMHost):
         # the VM reported when it last exited ("clock N" on ctl).
         self._vclock: int | None = None
         self._rtc_mem = b""  # RTC slow memory: kept across resets and deep sleep
+        self._vclock_ms = 0  # board time slept in deep sleep, below a whole second
+        self._sleep = (0.0, -1)  # deep sleep: (when it began, its length in ms; -1: for ever)
+        self._wake_seq: int | None = None  # the timer that ends it
         self._vm_paused = False
         self.boots = 0
         self._vmlib_dir: Path | None = None
@@ -287,7 +290,10 @@ class VirtualBoard(VMHost):
     # -- boot -----------------------------------------------------------------------------
 
     def _halt(self) -> None:
-        """Stop whatever runs: the VM is killed as a power cut would, the loader forgotten."""
+        """Stop whatever runs: the VM is killed as a power cut would, the loader forgotten,
+        a deep sleep ended."""
+        if self.state == "sleep":
+            self._end_sleep()
         if self.vm:
             for fd in (self.vm.fd, self.vm.ctl_fd):
                 try:
@@ -340,22 +346,36 @@ class VirtualBoard(VMHost):
 
     def _deep_sleep(self, ms: int) -> None:
         """machine.deepsleep(ms): silent for `ms` of board time (forever if negative), then
-        a boot with DEEPSLEEP_RESET. The board's clock moves on by the time slept; any
-        reset meanwhile (EN, esptool) wakes it as that reset."""
+        a boot with DEEPSLEEP_RESET. Any reset meanwhile (EN, esptool) wakes it as that
+        reset instead; either way the board's clock moves on by the time slept."""
         self._halt()
         self.state = "sleep"
+        self._sleep = (time.monotonic(), ms)
         self.log("deep sleep for %s" % ("ever" if ms < 0 else "%d ms" % ms))
-        if ms < 0:
-            return
-        if self._vclock is not None:
-            self._vclock += ms // 1000
-        speed = self.spec.speed
+        if ms >= 0:
+            speed = self.spec.speed
+            self._wake_seq = self._after(ms / 1000 / speed if speed > 0 else 0.0, self._wake)
 
-        def wake() -> None:
-            if self.state == "sleep":
-                self.boot_from_flash("deepsleep", banner=True)
+    def _wake(self) -> None:
+        self._wake_seq = None  # the timer ran out: the whole time was slept
+        if self.state == "sleep":
+            self.boot_from_flash("deepsleep", banner=True)
 
-        self._after(ms / 1000 / speed if speed > 0 else 0.0, wake)
+    def _end_sleep(self) -> None:
+        started, ms = self._sleep
+        if self._wake_seq is None and ms >= 0:
+            slept = ms
+        else:  # woken early by a reset (or asleep for ever): the board time that passed
+            if self._wake_seq is not None:
+                self._cancel(self._wake_seq)
+                self._wake_seq = None
+            passed = int((time.monotonic() - started) * 1000 * self.spec.speed)
+            slept = passed if ms < 0 else min(ms, passed)
+        self.state = "reset"
+        if self._vclock is not None:  # whole seconds for the VM; the rest is carried
+            self._vclock_ms += slept
+            self._vclock += self._vclock_ms // 1000
+            self._vclock_ms %= 1000
 
     def _bootloop(self, decision: firmware.BootDecision) -> None:
         self.send(decision.console)

@@ -232,7 +232,7 @@ class VMHost:
             self._boot_filter.pop(0)
             self._boot_step(mark)
         out += buf
-        if self._vm_phase != "repl" and _NLR_DEATH in out:
+        if self._vm_phase != "repl" and self._ctrl_c_passed and _NLR_DEATH in out:
             # The unix VM's last words when a late Ctrl-C kills it (see _vm_exited); a
             # board would just have stopped boot.py, silently.
             out = re.sub(rb"FATAL: uncaught NLR [^\n]*\n?", b"", out)

@@ -133,7 +133,9 @@ def lightsleep(time_ms=None):
 
 
 def deepsleep(time_ms=None):
-    _halt(("deepsleep %d\n" % (-1 if time_ms is None else max(0, time_ms))).encode())
+    # No time, or a negative one (which the ESP32 port takes as a huge unsigned time):
+    # asleep until a reset.
+    _halt(("deepsleep %d\n" % (-1 if time_ms is None or time_ms < 0 else time_ms)).encode())
 
 
 def disable_irq():
