@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import edgeveil
+import pytest
+from edgeveil.mpy import compile_tree
 from edgeveil.vboard.rawreplay import ble_footfall, uart_event, write_raw_replay
 from edgeveil.vm import run_code
 
@@ -21,6 +23,16 @@ VMLIB = Path(edgeveil.__file__).parent / "vboard" / "vmlib"
 HEAP = 131072
 T0 = 1_700_000_000
 HOLE = 400  # bytes: every free block left to the reader is about this size
+
+
+@pytest.fixture(scope="module")
+def vmlib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The emulated modules compiled to .mpy, as the board process loads them: compiling
+    their source in the VM would leave the parser's garbage in the heap under test."""
+    out = tmp_path_factory.mktemp("vmlib")
+    compile_tree(VMLIB, out)
+    return out
+
 
 # The board's prelude, a scan of the whole replay, and before it a heap cut into holes:
 # pairs of HOLE-byte blocks fill the heap, then one of each pair is freed.
@@ -62,24 +74,24 @@ print('R', json.dumps([seen[0], r.delivered, r.rejected, holes]))
 """
 
 
-def _scan(replay: Path, seconds: int) -> list[int]:
+def _scan(replay: Path, seconds: int, vmlib: Path) -> list[int]:
     code = _CODE % (str(replay), T0, 2 * HOLE + 32, HOLE, HOLE, seconds)
-    r = run_code(code, heap_bytes=HEAP, path=[VMLIB])
+    r = run_code(code, heap_bytes=HEAP, path=[vmlib])
     assert r.ok, (r.stdout + r.stderr).decode()[-2000:]
     line = [s for s in r.stdout.decode().splitlines() if s.startswith("R ")]
     return json.loads(line[-1][2:])
 
 
-def test_the_replay_reads_through_a_heap_of_small_holes(tmp_path: Path) -> None:
+def test_the_replay_reads_through_a_heap_of_small_holes(tmp_path: Path, vmlib: Path) -> None:
     events = ble_footfall(seed=4, n_phones=30, minutes=30, start=T0 + 1)
     replay = tmp_path / "crowd.jsonl"
     write_raw_replay(replay, events)
-    seen, delivered, rejected, holes = _scan(replay, 31 * 60)
+    seen, delivered, rejected, holes = _scan(replay, 31 * 60, vmlib)
     assert holes > 20 * HOLE  # plenty of heap free, none of it in one large piece
     assert (seen, delivered, rejected) == (len(events), len(events), 0)
 
 
-def test_lines_longer_than_the_buffer_are_read_whole(tmp_path: Path) -> None:
+def test_lines_longer_than_the_buffer_are_read_whole(tmp_path: Path, vmlib: Path) -> None:
     # UART text in lines of 3,000 and 5,000 bytes (longer than the reader's 2 KB buffer),
     # with advertisements after them: every byte and every advertisement arrives.
     lines = [uart_event(T0 + 1, "A" * 3000), uart_event(T0 + 2, "B" * 5000)]
@@ -109,7 +121,7 @@ got = u.read() or b''
 r = replayio.replay
 print('R', json.dumps([len(got), got.count(b'A'), got.count(b'B'), seen[0], r.rejected]))
 """ % (str(replay), T0)
-    r = run_code(code, heap_bytes=HEAP, path=[VMLIB])
+    r = run_code(code, heap_bytes=HEAP, path=[vmlib])
     assert r.ok, (r.stdout + r.stderr).decode()[-2000:]
     line = [s for s in r.stdout.decode().splitlines() if s.startswith("R ")][-1]
     assert json.loads(line[2:]) == [8000, 3000, 5000, len(events), 0]
