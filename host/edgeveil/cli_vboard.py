@@ -104,12 +104,14 @@ def vboard_start(
     from .vboard import runner
     from .vboard.board import BoardSpec
 
-    try:
-        mac_bytes = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    except ValueError:
-        mac_bytes = b"?"
-    if mac and len(mac_bytes) != 6:
-        raise click.BadParameter("need 12 hex digits, got %r" % mac, param_hint="--mac")
+    mac_bytes = b""  # none given: BoardSpec derives one from the flash file
+    if mac:
+        try:
+            mac_bytes = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+        except ValueError:
+            mac_bytes = b""
+        if len(mac_bytes) != 6:
+            raise click.BadParameter("need 12 hex digits, got %r" % mac, param_hint="--mac")
     spec = BoardSpec(
         board=load_board(board),
         flash=flash_path.resolve(),

@@ -293,21 +293,27 @@ def open_chip(port: str, board: Board, progress: ProgressCallback | None = None)
             yield chip
             done = True
         finally:
-            ser = chip._esp._port
-            lost = _hung_up(ser)
-            try:
-                if not lost:
-                    with _esptool_errors(port, "the work is done but the chip did not reset "
-                                         "(power-cycle the board)", session):  # fmt: skip
-                        _reset(chip._esp, quiet=not done)  # leave the loader: the board runs
-            finally:
-                lines = not lost and _has_modem_lines(ser)
-                ser.close()
-                if not lines and not lost:
-                    # No DTR/RTS (a pty): a board there resets when the port closes, so
-                    # keep it closed as long as esptool's RTS reset pulse lasts, lest a
-                    # client that reopens at once find the chip still in its loader.
-                    time.sleep(_LINELESS_RESET_S)
+            if _hung_up(chip._esp._port):
+                chip._esp._port.close()  # the board is gone: nothing to reset
+            else:
+                _leave_loader(chip, session, quiet=not done)
+
+
+def _leave_loader(chip: Chip, session: Session, quiet: bool) -> None:
+    """Hard-reset the chip (the board runs its app) and close the port."""
+    ser = chip._esp._port
+    try:
+        with _esptool_errors(chip.port, "the work is done but the chip did not reset "
+                             "(power-cycle the board)", session):  # fmt: skip
+            _reset(chip._esp, quiet=quiet)
+    finally:
+        lines = _has_modem_lines(ser)
+        ser.close()
+        if not lines:
+            # No DTR/RTS (a pty): a board there resets when the port closes, so keep it
+            # closed as long as esptool's RTS reset pulse lasts, lest a client that
+            # reopens at once find the chip still in its loader.
+            time.sleep(_LINELESS_RESET_S)
 
 
 # -- the steps ------------------------------------------------------------------------------
